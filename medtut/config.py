@@ -1,0 +1,139 @@
+"""Run-time configuration shared by every chapter: device, threads, seeding and the quick switch.
+
+Defined in chapter 0 ("Getting started"). Every notebook reads its scale through :func:`is_quick` /
+:func:`budget` and its device through :func:`get_device`; nothing else parses environment variables.
+
+Environment variables
+---------------------
+``MEDTUT_QUICK``   ``1`` shrinks data and steps so that a notebook runs in minutes on two CPU cores.
+``MEDTUT_DEVICE``  forces a device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+``MEDTUT_THREADS`` forces the number of torch CPU threads (see :func:`configure_threads`).
+``MEDTUT_DATA``    where downloaded data sets live (see :mod:`medtut.data`).
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def is_quick() -> bool:
+    """``True`` when ``MEDTUT_QUICK`` is set to 1/true/yes/on.
+
+    Raises ``ValueError`` for any other non-empty value, so a typo cannot silently start a
+    30-minute run on a CI machine.
+    """
+    raw = os.environ.get("MEDTUT_QUICK", "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"MEDTUT_QUICK must be one of 1/0/true/false/yes/no/on/off; got {raw!r}")
+
+
+def budget(full: T, quick: T) -> T:
+    """Return ``quick`` in quick mode and ``full`` otherwise.
+
+    >>> num_steps = budget(full=2000, quick=150)
+    """
+    return quick if is_quick() else full
+
+
+def default_num_threads(cpu_count: int | None = None) -> int:
+    """The torch CPU thread count medtut chooses when ``MEDTUT_THREADS`` is unset.
+
+    Measured on the 2-core CI machine (``benchmarks/threads.py``): the small networks of this book run
+    several times *slower* with 2 threads than with 1, because the per-op work is too small to pay
+    for synchronisation and the second core is shared with the notebook kernel, pytest and the OS.
+    So machines with at most 4 cores get 1 thread; larger machines get half their cores (at most 8).
+    """
+    n = os.cpu_count() if cpu_count is None else cpu_count
+    n = n or 1
+    return 1 if n <= 4 else min(n // 2, 8)
+
+
+def configure_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op thread count once, and return it.
+
+    Priority: the argument, then ``MEDTUT_THREADS``, then :func:`default_num_threads`.
+    Called when medtut is imported; call again to change it.
+    """
+    if num_threads is None:
+        raw = os.environ.get("MEDTUT_THREADS", "").strip()
+        if raw:
+            try:
+                num_threads = int(raw)
+            except ValueError:
+                raise ValueError(f"MEDTUT_THREADS must be a positive integer; got {raw!r}") from None
+        else:
+            num_threads = default_num_threads()
+    if num_threads < 1:
+        raise ValueError(f"the number of threads must be >= 1; got {num_threads}")
+    if torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def get_device() -> torch.device:
+    """The device to compute on: ``MEDTUT_DEVICE`` if set, else CUDA, else Apple MPS, else CPU."""
+    forced = os.environ.get("MEDTUT_DEVICE", "").strip()
+    if forced:
+        try:
+            device = torch.device(forced)
+        except RuntimeError as err:
+            raise ValueError(f"MEDTUT_DEVICE must name a torch device such as 'cpu' or 'cuda:0'; "
+                             f"got {forced!r}") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"MEDTUT_DEVICE={forced!r} but torch sees no CUDA device")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and every CUDA device) and return a seeded CPU generator.
+
+    With ``deterministic=True`` cuDNN autotuning is switched off and torch is asked for deterministic
+    kernels where they exist (``warn_only`` so that ops without one still run). Same seed, same
+    device, same numbers.
+    """
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def describe_environment() -> dict:
+    """A small dict saying where a result came from (printed in notebooks, stored by the stamp)."""
+    device = get_device()
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "quick": is_quick(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

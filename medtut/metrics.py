@@ -1,0 +1,223 @@
+"""Metrics as thin wrappers over MONAI, scikit-image and scikit-learn, plus the results table.
+
+Defined in chapter 0. Segmentation metrics accept integer label maps, which is what a reader holds
+after ``argmax``; they one-hot encode and call MONAI. Image metrics accept numpy arrays or tensors.
+"""
+from __future__ import annotations
+
+import html
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _check_label_maps(pred, target, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pred = torch.as_tensor(pred)
+    target = torch.as_tensor(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must be label maps of the same shape (B, *spatial); "
+                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if pred.ndim < 3:
+        raise ValueError(f"label maps must be (B, H, W) or (B, D, H, W); got shape {tuple(pred.shape)}")
+    for name, t in (("pred", pred), ("target", target)):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"{name} must be an integer label map; got dtype {t.dtype}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+            raise ValueError(f"{name} values must lie in [0, {num_classes - 1}]; got range "
+                             f"[{int(t.min())}, {int(t.max())}]")
+    return pred.long(), target.long()
+
+
+def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels, num_classes).movedim(-1, 1).float()
+
+
+def dice(pred, target, num_classes: int, include_background: bool = False) -> np.ndarray:
+    """Dice per sample and class, via ``monai.metrics.DiceMetric``.
+
+    pred, target: (B, H, W) or (B, D, H, W) integer label maps in ``[0, num_classes)``.
+    Returns (B, C') float array, C' = num_classes - 1 without background. A class absent from both the
+    prediction and the target gives NaN (MONAI's convention: no evidence either way), so average with
+    ``np.nanmean``.
+    """
+    from monai.metrics import DiceMetric
+
+    pred, target = _check_label_maps(pred, target, num_classes)
+    metric = DiceMetric(include_background=include_background, reduction="none", ignore_empty=True)
+    return metric(_one_hot(pred, num_classes), _one_hot(target, num_classes)).cpu().numpy()
+
+
+def hd95(pred, target, num_classes: int, spacing: float | Sequence[float] | None = None,
+         include_background: bool = False) -> np.ndarray:
+    """95th-percentile Hausdorff distance per sample and class (in ``spacing`` units, default pixels).
+
+    Same inputs as :func:`dice`; returns (B, C'), NaN/inf where a class is missing (MONAI's convention).
+    """
+    from monai.metrics import compute_hausdorff_distance
+
+    pred, target = _check_label_maps(pred, target, num_classes)
+    out = compute_hausdorff_distance(_one_hot(pred, num_classes), _one_hot(target, num_classes),
+                                     include_background=include_background, percentile=95,
+                                     spacing=spacing)
+    return out.cpu().numpy()
+
+
+def psnr(image, reference, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (``skimage.metrics.peak_signal_noise_ratio``).
+
+    ``data_range`` defaults to the reference's max − min.
+    """
+    from skimage.metrics import peak_signal_noise_ratio
+
+    image, reference = _as_numpy(image).astype(np.float64), _as_numpy(reference).astype(np.float64)
+    if image.shape != reference.shape:
+        raise ValueError(f"image and reference must have the same shape; got {image.shape} and {reference.shape}")
+    if data_range is None:
+        data_range = float(reference.max() - reference.min()) or 1.0
+    return float(peak_signal_noise_ratio(reference, image, data_range=data_range))
+
+
+def ssim(image, reference, data_range: float | None = None, channel_axis: int | None = None) -> float:
+    """Structural similarity (``skimage.metrics.structural_similarity``) of 2-D images.
+
+    For colour images give ``channel_axis`` (e.g. 0 for (C, H, W)).
+    """
+    from skimage.metrics import structural_similarity
+
+    image, reference = _as_numpy(image).astype(np.float64), _as_numpy(reference).astype(np.float64)
+    if image.shape != reference.shape:
+        raise ValueError(f"image and reference must have the same shape; got {image.shape} and {reference.shape}")
+    if data_range is None:
+        data_range = float(reference.max() - reference.min()) or 1.0
+    return float(structural_similarity(reference, image, data_range=data_range, channel_axis=channel_axis))
+
+
+def _check_binary(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
+    y_true, scores = _as_numpy(y_true).ravel(), _as_numpy(scores).astype(np.float64).ravel()
+    if y_true.shape != scores.shape:
+        raise ValueError(f"y_true and scores must have the same length; got {y_true.size} and {scores.size}")
+    if not np.isin(y_true, [0, 1]).all():
+        raise ValueError(f"y_true must hold only 0 and 1; got values {np.unique(y_true)[:10]}")
+    if not (y_true == 1).any() or not (y_true == 0).any():
+        raise ValueError("y_true needs at least one positive and one negative for a ROC curve")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or inf")
+    return y_true.astype(int), scores
+
+
+def roc_auc(y_true, scores) -> float:
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``); y_true in {0, 1}."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true, scores = _check_binary(y_true, scores)
+    return float(roc_auc_score(y_true, scores))
+
+
+def fpr_at_tpr(y_true, scores, tpr: float | Sequence[float]) -> float | np.ndarray:
+    """False-positive rate where the ROC curve reaches true-positive rate ``tpr``.
+
+    The ROC is linearly interpolated between its vertices (``sklearn.metrics.roc_curve`` with every
+    threshold kept), the usual convention for "FPR at 95 % TPR". Accepts one target or a sequence.
+    """
+    from sklearn.metrics import roc_curve
+
+    y_true, scores = _check_binary(y_true, scores)
+    fprs, tprs, _ = roc_curve(y_true, scores, drop_intermediate=False)
+    targets = np.atleast_1d(np.asarray(tpr, dtype=float))
+    if ((targets < 0) | (targets > 1)).any():
+        raise ValueError(f"tpr must lie in [0, 1]; got {targets}")
+    out = []
+    for t in targets:
+        i = int(np.searchsorted(tprs, t, side="left"))  # first vertex with TPR >= t
+        if i == 0:
+            out.append(float(fprs[0]))
+        else:
+            # tprs[i-1] < t <= tprs[i]: interpolate along the ROC segment between the two vertices
+            w = (t - tprs[i - 1]) / (tprs[i] - tprs[i - 1])
+            out.append(float(fprs[i - 1] + w * (fprs[i] - fprs[i - 1])))
+    return out[0] if np.ndim(tpr) == 0 else np.array(out)
+
+
+def mean_std(values: Sequence[float], fmt: str = ".3f") -> str:
+    """``'0.812 ± 0.031'`` (sample std, ddof=1; ``± 0`` for a single value). NaNs are ignored."""
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        return "n/a"
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return f"{arr.mean():{fmt}} ± {std:{fmt}}"
+
+
+class ResultsTable:
+    """A table of mean ± std over seeds that renders as HTML in a notebook and as Markdown in text.
+
+    ``rows``: list of dicts of already-formatted cells; ``columns``: their order.
+    """
+
+    def __init__(self, rows: list[dict], columns: list[str], caption: str = ""):
+        self.rows, self.columns, self.caption = rows, columns, caption
+
+    def to_markdown(self) -> str:
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        for row in self.rows:
+            lines.append("| " + " | ".join(str(row.get(c, "")) for c in self.columns) + " |")
+        return (self.caption + "\n\n" if self.caption else "") + "\n".join(lines)
+
+    __str__ = to_markdown
+
+    def __repr__(self) -> str:
+        return self.to_markdown()
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in self.columns)
+                       + "</tr>" for r in self.rows)
+        cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def summarize(results: Mapping[str, Mapping[str, Sequence[float]]], *, fmt: str = ".3f",
+              extra: Mapping[str, Mapping[str, object]] | None = None, caption: str = "") -> ResultsTable:
+    """Turn per-seed results into a ``mean ± std`` table.
+
+    results: ``{method: {metric: [value per seed, ...]}}``.
+    extra: ``{method: {column: value}}`` for non-averaged columns such as the paper's number, the
+    budget, the device or the wall time.
+
+    >>> summarize({"baseline": {"Dice": [0.70, 0.74]}, "ours": {"Dice": [0.80, 0.78]}},
+    ...           extra={"ours": {"paper": "0.82"}})
+    """
+    if not results:
+        raise ValueError("results is empty: nothing to summarise")
+    metric_names: list[str] = []
+    for per_metric in results.values():
+        for m in per_metric:
+            if m not in metric_names:
+                metric_names.append(m)
+    extra_cols: list[str] = []
+    for cols in (extra or {}).values():
+        for c in cols:
+            if c not in extra_cols:
+                extra_cols.append(c)
+    rows = []
+    for method, per_metric in results.items():
+        row: dict = {"method": method}
+        n = 0
+        for m in metric_names:
+            vals = per_metric.get(m, [])
+            row[m] = mean_std(vals, fmt) if len(vals) else ""
+            n = max(n, len(vals))
+        row["n"] = n
+        row.update({c: (extra or {}).get(method, {}).get(c, "") for c in extra_cols})
+        rows.append(row)
+    return ResultsTable(rows, ["method", *metric_names, "n", *extra_cols], caption)
+
+
+__all__ = ["dice", "hd95", "psnr", "ssim", "roc_auc", "fpr_at_tpr", "mean_std", "summarize", "ResultsTable"]
