@@ -259,7 +259,7 @@ def fit(
 
     for m in modules.values():
         m.train()
-    bar = tqdm(total=num_steps, initial=start_step, desc=desc, disable=not progress or None,
+    bar = tqdm(total=num_steps, initial=start_step, desc=desc, disable=not progress,
                leave=True, dynamic_ncols=True)
     stream = batches()
     t0 = time.perf_counter()

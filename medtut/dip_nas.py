@@ -1,0 +1,609 @@
+"""Chapter 4: image-specific neural architecture search for Deep Image Prior (ISNAS-DIP).
+
+Reads top-down like the method (Arican, Kara et al., CVPR 2022, arXiv:2111.15362):
+
+1. **Deep Image Prior** (:func:`fit_dip`): fit a randomly initialised CNN ``f_theta(eta)`` to the corrupted
+   image ``x0`` by ``min_theta ||A(f_theta(eta)) - x0||^2`` with Adam, a fresh jitter on the input code at
+   every step and an exponential moving average (EMA) of the outputs. PSNR is tracked per step; we report
+   it at a fixed iteration and, labelled as such, at the oracle best iteration (which needs the ground
+   truth and is therefore not available in practice).
+2. **The search space** (:class:`Arch`, :func:`build_model`, :func:`sample_architectures`): an
+   encoder-decoder whose upsampling cell (spatial primitive x conv op x kernel x activation) and
+   cross-scale skip pattern are searched; every architecture has a compact name and ``build_model(name)``
+   rebuilds it.
+3. **Image-specific metrics** (:func:`psd`, :func:`psd_db_mse`, :func:`strip_mse`,
+   :func:`strip_wasserstein`, :func:`bandwidth_99`, :func:`score_architecture`): compare the power
+   spectrum of an *untrained* network's random output with that of the corrupted image. No training.
+4. **Cohort and consensus pick** (:func:`select_cohort`, :func:`consensus_pick`): train only the ``k``
+   best-scored architectures, average their outputs with rank weights, and pick the member closest to
+   that consensus; the pick is re-instantiated from its *name* (the official code retrained whatever
+   model object was left in a variable, not the selected one).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import get_device
+from .data.dip_images import DIPProblem
+from .train import History, fit
+
+# ---------------------------------------------------------------------------------------------------
+# 2. The search space
+# ---------------------------------------------------------------------------------------------------
+
+PRIMITIVES = ("bilinear", "bicubic", "nearest", "pixelshuffle", "transposed")
+CONV_OPS = ("conv", "separable", "depthwise", "identity")
+KERNELS = (1, 3, 5)
+ACTIVATIONS = ("none", "relu", "lrelu")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One member of the search space.
+
+    primitive, conv_op, kernel, activation: the upsampling cell, shared by every decoder level;
+    skip: (L, L) tuple of 0/1, ``skip[k][j] = 1`` adds encoder features of level ``j`` (resolution
+    H / 2^j) to the input of decoder level ``k`` (resolution H / 2^k). L = number of levels.
+    """
+    primitive: str
+    conv_op: str
+    kernel: int
+    activation: str
+    skip: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self):
+        if self.primitive not in PRIMITIVES:
+            raise ValueError(f"primitive must be one of {PRIMITIVES}; got {self.primitive!r}")
+        if self.conv_op not in CONV_OPS:
+            raise ValueError(f"conv_op must be one of {CONV_OPS}; got {self.conv_op!r}")
+        if self.kernel not in (1, 3, 5, 7):
+            raise ValueError(f"kernel must be 1, 3, 5 or 7; got {self.kernel!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
+        L = len(self.skip)
+        if L < 1 or any(len(row) != L for row in self.skip) or any(b not in (0, 1) for r in self.skip for b in r):
+            raise ValueError(f"skip must be a square (L, L) matrix of 0/1; got {self.skip!r}")
+
+    @property
+    def levels(self) -> int:
+        return len(self.skip)
+
+    @property
+    def name(self) -> str:
+        """Compact name, e.g. ``bilinear-conv-k3-lrelu-s100010001`` (skip bits row by row)."""
+        bits = "".join(str(b) for row in self.skip for b in row)
+        return f"{self.primitive}-{self.conv_op}-k{self.kernel}-{self.activation}-s{bits}"
+
+    @classmethod
+    def from_name(cls, name: str) -> "Arch":
+        """Inverse of :attr:`name`."""
+        parts = str(name).split("-")
+        if len(parts) != 5 or not parts[2].startswith("k") or not parts[4].startswith("s"):
+            raise ValueError(f"an architecture name looks like 'bilinear-conv-k3-lrelu-s100010001'; got {name!r}")
+        bits = parts[4][1:]
+        L = int(round(len(bits) ** 0.5))
+        if L * L != len(bits) or set(bits) - {"0", "1"} or not parts[2][1:].isdigit():
+            raise ValueError(f"bad architecture name {name!r}: the skip part must be L*L bits of 0/1")
+        skip = tuple(tuple(int(b) for b in bits[r * L:(r + 1) * L]) for r in range(L))
+        return cls(parts[0], parts[1], int(parts[2][1:]), parts[3], skip)
+
+
+def default_dip_arch(levels: int) -> Arch:
+    """DIP's own ``skip`` net in this family: plain bilinear upsampling, same-scale skips only."""
+    skip = tuple(tuple(int(i == j) for j in range(levels)) for i in range(levels))
+    return Arch("bilinear", "identity", 1, "none", skip)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which cells and how many levels :func:`sample_architectures` draws from."""
+    levels: int = 3
+    primitives: tuple[str, ...] = PRIMITIVES
+    conv_ops: tuple[str, ...] = CONV_OPS
+    kernels: tuple[int, ...] = KERNELS
+    activations: tuple[str, ...] = ACTIVATIONS
+
+    @property
+    def num_cells(self) -> int:
+        # an identity conv op has no kernel: it counts once
+        with_kernel = len([o for o in self.conv_ops if o != "identity"]) * len(self.kernels)
+        without = int("identity" in self.conv_ops)
+        return len(self.primitives) * (with_kernel + without) * len(self.activations)
+
+    @property
+    def size(self) -> int:
+        return self.num_cells * 2 ** (self.levels ** 2)
+
+
+def sample_architectures(n: int, space: SearchSpace = SearchSpace(), seed: int = 0,
+                         exclude: Iterable[str] = ()) -> list[str]:
+    """``n`` distinct architecture names drawn uniformly (cell and each skip bit) with a fixed seed."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    if n > space.size:
+        raise ValueError(f"cannot draw {n} distinct architectures from a space of {space.size}")
+    rng = np.random.default_rng(seed)
+    names: list[str] = []
+    seen = set(exclude)
+    while len(names) < n:
+        op = str(rng.choice(space.conv_ops))
+        kernel = 1 if op == "identity" else int(rng.choice(space.kernels))
+        skip = rng.integers(0, 2, size=(space.levels, space.levels))
+        arch = Arch(str(rng.choice(space.primitives)), op, kernel, str(rng.choice(space.activations)),
+                    tuple(tuple(int(b) for b in row) for row in skip))
+        if arch.name not in seen:
+            seen.add(arch.name)
+            names.append(arch.name)
+    return names
+
+
+def _act(name: str) -> nn.Module:
+    return {"none": nn.Identity(), "relu": nn.ReLU(), "lrelu": nn.LeakyReLU(0.2)}[name]
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Module:
+    """k x k convolution with reflection padding (as in DIP)."""
+    pad = nn.ReflectionPad2d(k // 2) if k > 1 else nn.Identity()
+    return nn.Sequential(pad, nn.Conv2d(cin, cout, k, stride=stride, groups=groups))
+
+
+def _block(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Module:
+    return nn.Sequential(_conv(cin, cout, k, stride), nn.BatchNorm2d(cout, track_running_stats=False), nn.LeakyReLU(0.2))
+
+
+class UpCell(nn.Module):
+    """The searched upsampling cell: x2 spatial primitive, then conv op (+ BN) and activation.
+
+    (B, C, h, w) → (B, C, 2h, 2w).
+    """
+
+    def __init__(self, arch: Arch, channels: int):
+        super().__init__()
+        self.primitive = arch.primitive
+        c, k = channels, arch.kernel
+        if arch.primitive == "pixelshuffle":
+            self.spatial = nn.Sequential(nn.Conv2d(c, 4 * c, 1), nn.PixelShuffle(2))
+        elif arch.primitive == "transposed":
+            self.spatial = nn.ConvTranspose2d(c, c, 4, stride=2, padding=1)
+        else:
+            self.spatial = None
+        if arch.conv_op == "conv":
+            op = _conv(c, c, k)
+        elif arch.conv_op == "separable":
+            op = nn.Sequential(_conv(c, c, k, groups=c), nn.Conv2d(c, c, 1))
+        elif arch.conv_op == "depthwise":
+            op = _conv(c, c, k, groups=c)
+        else:
+            op = None
+        self.op = nn.Identity() if op is None else nn.Sequential(op, nn.BatchNorm2d(c, track_running_stats=False))
+        self.act = _act(arch.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial is None:
+            kw = {} if self.primitive == "nearest" else {"align_corners": False}
+            x = F.interpolate(x, scale_factor=2, mode=self.primitive, **kw)
+        else:
+            x = self.spatial(x)
+        return self.act(self.op(x))
+
+
+class SearchableNet(nn.Module):
+    """Encoder-decoder of the search space (a small cousin of NAS-DIP's 5-level, 128-channel backbone).
+
+    Encoder: a stem block at full resolution gives ``s_0``; level ``j = 1..L`` is stride-2 conv → BN →
+    LReLU → conv → BN → LReLU, giving ``s_j`` at H / 2^j. Decoder level ``k = L-1..0``:
+    ``u_k = Dec_k(Up(u_{k+1}) + sum_j skip[k][j] * Link_kj(s_j))`` with ``u_L = s_L``; a link resizes
+    ``s_j`` to H / 2^k (average pooling down, bilinear up) and mixes it with a 1 x 1 conv block.
+    Output: 1 x 1 conv + sigmoid. Input (B, in_channels, H, W) → (B, out_channels, H, W), H and W
+    divisible by 2^L.
+    """
+
+    def __init__(self, arch: Arch, in_channels: int = 8, out_channels: int = 1, width: int = 16):
+        super().__init__()
+        self.arch, self.name = arch, arch.name
+        L, c = arch.levels, width
+        self.stem = _block(in_channels, c)
+        self.down = nn.ModuleList([nn.Sequential(_block(c, c, 3, stride=2), _block(c, c)) for _ in range(L)])
+        self.up = nn.ModuleList([UpCell(arch, c) for _ in range(L)])
+        self.links = nn.ModuleDict({f"{k}_{j}": _block(c, c, k=1) for k in range(L) for j in range(L)
+                                    if arch.skip[k][j]})
+        self.dec = nn.ModuleList([nn.Sequential(nn.BatchNorm2d(c, track_running_stats=False), _block(c, c)) for _ in range(L)])
+        self.head = nn.Conv2d(c, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        L = self.arch.levels
+        if x.ndim != 4 or x.shape[-1] % 2 ** L or x.shape[-2] % 2 ** L:
+            raise ValueError(f"input must be (B, C, H, W) with H, W divisible by 2^{L}; got {tuple(x.shape)}")
+        feats = [self.stem(x)]
+        for down in self.down:
+            feats.append(down(feats[-1]))
+        u = feats[L]
+        for k in range(L - 1, -1, -1):
+            z = self.up[k](u)
+            for j in range(L):
+                if self.arch.skip[k][j]:
+                    s = feats[j]
+                    if j < k:
+                        s = F.avg_pool2d(s, 2 ** (k - j))
+                    elif j > k:
+                        s = F.interpolate(s, scale_factor=2 ** (j - k), mode="bilinear", align_corners=False)
+                    z = z + self.links[f"{k}_{j}"](s)
+            u = self.dec[k](z)
+        return torch.sigmoid(self.head(u))
+
+
+def build_model(name: str | Arch, in_channels: int = 8, out_channels: int = 1, width: int = 16,
+                seed: int | None = None, device: torch.device | str | None = None) -> SearchableNet:
+    """Instantiate an architecture from its name (weights drawn from ``seed`` without touching the
+    global random state when a seed is given)."""
+    arch = name if isinstance(name, Arch) else Arch.from_name(name)
+    if seed is None:
+        model = SearchableNet(arch, in_channels, out_channels, width)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = SearchableNet(arch, in_channels, out_channels, width)
+    return model.to(device if device is not None else get_device())
+
+
+def input_code(shape: Sequence[int], seed: int, scale: float = 0.1) -> torch.Tensor:
+    """DIP's fixed input code ``eta ~ U(0, scale)`` of ``shape`` (B, C, H, W), from ``seed`` (CPU)."""
+    return torch.rand(tuple(shape), generator=torch.Generator().manual_seed(seed)) * scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Deep Image Prior fitting
+# ---------------------------------------------------------------------------------------------------
+
+def torch_psnr(x: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR in dB for images in [0, 1] (data range 1), as a float."""
+    mse = float(torch.mean((x.float() - reference.float()) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+@dataclass
+class DIPResult:
+    """One DIP run. ``psnr`` / ``psnr_ema``: (num_steps,) PSNR vs the ground truth of the raw output and
+    of its EMA, per step. ``output``: the EMA output (1, H, W) at the last step."""
+    name: str
+    task: str
+    psnr: np.ndarray
+    psnr_ema: np.ndarray
+    output: torch.Tensor
+    history: History = field(repr=False)
+    wall_s: float = 0.0
+
+    @property
+    def final_psnr(self) -> float:
+        """PSNR of the EMA output at the fixed last iteration (the honest number)."""
+        return float(self.psnr_ema[-1])
+
+    @property
+    def oracle_psnr(self) -> float:
+        """Best EMA PSNR over iterations: needs the ground truth, so it is an *oracle* number."""
+        return float(np.max(self.psnr_ema))
+
+    @property
+    def oracle_step(self) -> int:
+        return int(np.argmax(self.psnr_ema)) + 1
+
+
+def fit_dip(name: str | Arch | nn.Module, problem: DIPProblem, num_steps: int, *, lr: float = 0.01,
+            jitter: float = 1 / 30, ema: float = 0.99, in_channels: int = 8, width: int = 16, seed: int = 0,
+            device: torch.device | str | None = None, progress: bool = False) -> DIPResult:
+    """Fit Deep Image Prior to ``problem.observed`` through :func:`medtut.train.fit`.
+
+    Loss (the DIP objective): ``L(theta) = mean((A(f_theta(eta + n_t)) - x0)^2)``, with ``A`` =
+    ``problem.degrade`` (identity / mask / x4 downsampling), ``x0 = problem.observed``, input jitter
+    ``n_t ~ N(0, jitter^2)`` drawn afresh each step, Adam(lr). The EMA output is
+    ``y_t = ema * y_{t-1} + (1 - ema) * f_theta(eta + n_t)`` (``y_1 = f``). Same seed, same run.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1; got {num_steps}")
+    if not 0 <= ema < 1:
+        raise ValueError(f"ema must be in [0, 1); got {ema}")
+    device = torch.device(device) if device is not None else get_device()
+    clean = problem.clean
+    channels, H, W = clean.shape
+    if isinstance(name, nn.Module):
+        model = name.to(device)
+        arch_name = getattr(model, "name", type(model).__name__)
+        in_channels = _in_channels(model)
+    else:
+        model = build_model(name, in_channels, channels, width, seed=seed, device=device)
+        arch_name = model.name
+    eta = input_code((1, in_channels, H, W), seed=seed + 1).to(device)
+    x0 = problem.observed[None].to(device)
+    clean_d = clean[None].to(device)
+    problem_d = DIPProblem(problem.task, problem.name, clean_d[0], x0[0],
+                           None if problem.mask is None else problem.mask.to(device), problem.sigma,
+                           problem.keep, problem.factor)
+    gen = torch.Generator(device=device).manual_seed(seed + 2)
+    state: dict = {"ema": None}
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+
+    def step(_):
+        noise = torch.randn(eta.shape, generator=gen, device=device) * jitter
+        out = model(eta + noise)
+        loss = F.mse_loss(problem_d.degrade(out), x0)
+        with torch.no_grad():
+            d = out.detach()
+            state["ema"] = d.clone() if state["ema"] is None else state["ema"].mul_(ema).add_(d, alpha=1 - ema)
+            mse_raw = torch.mean((d - clean_d) ** 2)
+            mse_ema = torch.mean((state["ema"] - clean_d) ** 2)
+        return {"loss": loss, "psnr": -10 * torch.log10(mse_raw), "psnr_ema": -10 * torch.log10(mse_ema)}
+
+    t0 = time.perf_counter()
+    history = fit(step, optimizer, num_steps=num_steps, desc=f"DIP {problem.task} {arch_name}",
+                  progress=progress)
+    return DIPResult(arch_name, problem.task, history["psnr"], history["psnr_ema"],
+                     state["ema"][0].cpu(), history, time.perf_counter() - t0)
+
+
+def _in_channels(model: nn.Module) -> int:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise ValueError("could not find the input channels of the model (no Conv2d)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Power spectra and the image-specific metrics
+# ---------------------------------------------------------------------------------------------------
+
+STRIP = (0.05, 0.10)
+
+
+def _as_chw(image, name: str = "image") -> np.ndarray:
+    x = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if x.ndim == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or min(x.shape[-2:]) < 2:
+        raise ValueError(f"{name} must be (H, W) or (C, H, W) with H, W >= 2; got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise ValueError(f"{name} must be a real-valued array; got dtype {x.dtype}")
+    x = x.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def psd(image) -> np.ndarray:
+    """Centred power spectral density per channel: ``fftshift(|FFT2(u) / N|^2)``.
+
+    image: (H, W) or (C, H, W) (numpy or tensor). Returns (C, H, W) float64. By Parseval,
+    ``psd(u).sum(axis=(-2, -1)) == (u ** 2).mean(axis=(-2, -1))``.
+    """
+    x = _as_chw(image)
+    spectrum = np.fft.fft2(x, norm="forward")
+    return np.fft.fftshift(np.abs(spectrum) ** 2, axes=(-2, -1))
+
+
+def frequency_radius(h: int, w: int) -> np.ndarray:
+    """(h, w) radial frequency |f| in cycles/pixel, centred like :func:`psd` (0 at the centre)."""
+    fy = np.fft.fftshift(np.fft.fftfreq(h))
+    fx = np.fft.fftshift(np.fft.fftfreq(w))
+    return np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+
+
+def strip_mask(h: int, w: int, low: float = STRIP[0], high: float = STRIP[1]) -> np.ndarray:
+    """(h, w) bool mask of the frequency annulus ``low <= |f| < high`` (cycles/pixel)."""
+    if not 0 <= low < high:
+        raise ValueError(f"need 0 <= low < high; got low={low}, high={high}")
+    r = frequency_radius(h, w)
+    return (r >= low) & (r < high)
+
+
+def db(p: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Power in decibels, ``10 log10(p + eps)`` (the official code uses ln: a constant factor)."""
+    return 10.0 * np.log10(np.asarray(p) + eps)
+
+
+def _pair(c, g) -> tuple[np.ndarray, np.ndarray]:
+    pc, pg = psd(_as_chw(c, "corrupted image")), psd(_as_chw(g, "network output"))
+    if pc.shape != pg.shape:
+        raise ValueError(f"the two images must have the same (C, H, W); got {pc.shape} and {pg.shape}")
+    return pc, pg
+
+
+def psd_db_mse(corrupted, output) -> float:
+    """Mean over all frequencies and channels of ``(dB PSD(c) - dB PSD(g))^2``."""
+    pc, pg = _pair(corrupted, output)
+    return float(np.mean((db(pc) - db(pg)) ** 2))
+
+
+def strip_mse(corrupted, output, strip: tuple[float, float] = STRIP) -> float:
+    """:func:`psd_db_mse` restricted to the frequency strip (ISNAS main metric #1)."""
+    pc, pg = _pair(corrupted, output)
+    m = strip_mask(*pc.shape[-2:], *strip)
+    if not m.any():
+        raise ValueError(f"the strip {strip} holds no frequency of a {pc.shape[-2]}x{pc.shape[-1]} image")
+    return float(np.mean((db(pc)[:, m] - db(pg)[:, m]) ** 2))
+
+
+def strip_wasserstein(corrupted, output, strip: tuple[float, float] = STRIP) -> float:
+    """1-Wasserstein distance (dB) between the distributions of dB PSD values in the strip.
+
+    The principled version of ISNAS main metric #2: the official code histogrammed each image with its
+    own bin edges and then fed the two vectors of bin *heights* to ``wasserstein_distance`` as if they
+    were samples, which is not an earth mover's distance between the spectra.
+    """
+    from scipy.stats import wasserstein_distance
+
+    pc, pg = _pair(corrupted, output)
+    m = strip_mask(*pc.shape[-2:], *strip)
+    if not m.any():
+        raise ValueError(f"the strip {strip} holds no frequency of a {pc.shape[-2]}x{pc.shape[-1]} image")
+    return float(wasserstein_distance(db(pc)[:, m].ravel(), db(pg)[:, m].ravel()))
+
+
+def bandwidth_99(output, fraction: float = 0.99, num_discs: int = 100) -> float:
+    """Normalised radius holding ``fraction`` of the (channel-averaged) spectral energy, in [0, 1].
+
+    Discs of diameter ``linspace(0, sqrt(2), num_discs)`` (in cycles/pixel) around the centre; returns the
+    interpolated index of the first disc holding ``fraction`` of the energy, divided by
+    ``num_discs - 1``. Image-independent: small = the network is a low-pass prior.
+    """
+    p = psd(output).mean(axis=0)
+    r = frequency_radius(*p.shape)
+    radii = np.linspace(0, np.sqrt(2), num_discs) / 2
+    total = p.sum()
+    if total <= 0:
+        raise ValueError("the image has zero energy: its bandwidth is undefined")
+    energy = np.array([p[r <= rad].sum() for rad in radii]) / total
+    i = int(np.argmax(energy >= fraction - 1e-12))
+    if i == 0:
+        return 0.0
+    e0, e1 = energy[i - 1], energy[i]
+    frac = 0.0 if e1 == e0 else (fraction - e0) / (e1 - e0)
+    return float((i - 1 + frac) / (num_discs - 1))
+
+
+METRICS = {
+    "psd db mse": lambda c, g: psd_db_mse(c, g),
+    "strip mse": lambda c, g: strip_mse(c, g),
+    "strip wasserstein": lambda c, g: strip_wasserstein(c, g),
+    "bandwidth 99%": lambda c, g: bandwidth_99(g),
+}
+
+
+@torch.no_grad()
+def random_output(name: str | Arch, problem: DIPProblem, seed: int = 0, in_channels: int = 8,
+                  width: int = 16, device: torch.device | str | None = None) -> torch.Tensor:
+    """The untrained network's output for the input code, as the metric sees it: (C, h, w) on CPU.
+
+    For SR the (H, W) output goes through the downsampler, so it is compared at the observed size.
+    """
+    C, H, W = problem.clean.shape
+    model = build_model(name, in_channels, C, width, seed=seed, device=device)
+    model.train()  # DIP always runs its BatchNorm layers in training mode
+    eta = input_code((1, in_channels, H, W), seed=seed + 1).to(next(model.parameters()).device)
+    out = model(eta)
+    if problem.task == "sr":
+        from .data.dip_images import downsample
+        out = downsample(out, problem.factor)
+    return out[0].cpu()
+
+
+def score_architecture(name: str | Arch, problem: DIPProblem, num_inits: int = 3, seed: int = 0,
+                       metrics: Sequence[str] = tuple(METRICS), in_channels: int = 8, width: int = 16,
+                       device: torch.device | str | None = None) -> dict[str, float]:
+    """Each metric between the corrupted image and the random output, averaged over ``num_inits``
+    random initialisations (seeds ``seed, seed + 1000, ...``). Lower = predicted better."""
+    if num_inits < 1:
+        raise ValueError(f"num_inits must be >= 1; got {num_inits}")
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; available: {list(METRICS)}")
+    values: dict[str, list[float]] = {m: [] for m in metrics}
+    for i in range(num_inits):
+        g = random_output(name, problem, seed=seed + 1000 * i, in_channels=in_channels, width=width,
+                          device=device)
+        for m in metrics:
+            values[m].append(METRICS[m](problem.observed, g))
+    return {m: float(np.mean(v)) for m, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Cohort and consensus pick
+# ---------------------------------------------------------------------------------------------------
+
+def select_cohort(scores: Mapping[str, float], k: int) -> list[str]:
+    """The ``k`` architectures with the lowest scores (ties broken by name), best first."""
+    if not 1 <= k <= len(scores):
+        raise ValueError(f"k must be in [1, {len(scores)}]; got {k}")
+    return [n for n, _ in sorted(scores.items(), key=lambda kv: (kv[1], kv[0]))[:k]]
+
+
+def rank_weights(scores: Sequence[float]) -> np.ndarray:
+    """ISNAS weights ``w_i = (m_max - m_i) / (m_max - m_min)``: 1 for the best score, 0 for the worst
+    (all ones when every score is equal)."""
+    m = np.asarray(scores, dtype=float)
+    if m.ndim != 1 or m.size == 0 or not np.isfinite(m).all():
+        raise ValueError(f"scores must be a non-empty 1-D array of finite numbers; got {m}")
+    spread = m.max() - m.min()
+    return np.ones_like(m) if spread == 0 else (m.max() - m) / spread
+
+
+def consensus_pick(outputs: Mapping[str, torch.Tensor], scores: Mapping[str, float]) -> tuple[str, torch.Tensor]:
+    """Pick the cohort member closest (highest PSNR) to the rank-weighted average of the outputs.
+
+    outputs: ``{name: (C, H, W) output}`` of the trained cohort; scores: ``{name: metric}`` (lower
+    better). Returns (chosen name, consensus image (C, H, W)). Uses no ground truth.
+    """
+    names = list(outputs)
+    if not names:
+        raise ValueError("consensus_pick needs at least one trained output")
+    missing = [n for n in names if n not in scores]
+    if missing:
+        raise ValueError(f"no score for {missing}")
+    w = torch.as_tensor(rank_weights([scores[n] for n in names]), dtype=torch.float32)
+    if float(w.sum()) == 0:  # a cohort of two with distinct scores: only the best counts
+        w = torch.ones_like(w)
+    stack = torch.stack([torch.as_tensor(outputs[n]).float().cpu() for n in names])
+    consensus = (w.view(-1, *[1] * (stack.ndim - 1)) * stack).sum(0) / w.sum()
+    closeness = [torch_psnr(stack[i], consensus) for i in range(len(names))]
+    return names[int(np.argmax(closeness))], consensus
+
+
+def isnas_pick(pool_scores: Mapping[str, float], pool_outputs: Mapping[str, torch.Tensor], k: int) -> str:
+    """Cohort = the ``k`` best-scored; return the consensus pick's name."""
+    cohort = select_cohort(pool_scores, k)
+    name, _ = consensus_pick({n: pool_outputs[n] for n in cohort}, {n: pool_scores[n] for n in cohort})
+    return name
+
+
+def random_cohort_psnrs(pool_psnr: Mapping[str, float], pool_outputs: Mapping[str, torch.Tensor], k: int,
+                        num_resamples: int = 200, seed: int = 0) -> np.ndarray:
+    """The random-cohort baseline: draw ``k`` architectures of the trained pool at random, give them
+    random scores (the official "random" metric), make the same consensus pick, read its PSNR.
+    Returns (num_resamples,) PSNRs; no training."""
+    rng = np.random.default_rng(seed)
+    names = list(pool_psnr)
+    out = []
+    for _ in range(num_resamples):
+        cohort = [names[i] for i in rng.choice(len(names), size=k, replace=False)]
+        scores = dict(zip(cohort, rng.random(k)))
+        pick, _ = consensus_pick({n: pool_outputs[n] for n in cohort}, scores)
+        out.append(pool_psnr[pick])
+    return np.array(out)
+
+
+def train_pool(names: Sequence[str], problem: DIPProblem, num_steps: int, *, seed: int = 0,
+               desc: str | None = None, **kwargs) -> dict[str, DIPResult]:
+    """DIP-fit every architecture of ``names`` on ``problem`` (same seed for each), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    results = {}
+    for name in tqdm(list(names), desc=desc or f"{problem.task} {problem.name}", leave=True):
+        results[name] = fit_dip(name, problem, num_steps, seed=seed, **kwargs)
+    return results
+
+
+def kendall_tau(metric_values: Sequence[float], psnrs: Sequence[float]) -> float:
+    """Kendall's tau-b between a metric and the PSNR over a pool (scipy); negative = metric works."""
+    from scipy.stats import kendalltau
+
+    a, b = np.asarray(metric_values, float), np.asarray(psnrs, float)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise ValueError(f"need two 1-D sequences of the same length >= 2; got {a.shape} and {b.shape}")
+    return float(kendalltau(a, b).statistic)
+
+
+__all__ = ["PRIMITIVES", "CONV_OPS", "KERNELS", "ACTIVATIONS", "Arch", "SearchSpace", "default_dip_arch",
+           "sample_architectures", "UpCell", "SearchableNet", "build_model", "input_code", "torch_psnr",
+           "DIPResult", "fit_dip", "STRIP", "psd", "frequency_radius", "strip_mask", "db", "psd_db_mse",
+           "strip_mse", "strip_wasserstein", "bandwidth_99", "METRICS", "random_output",
+           "score_architecture", "select_cohort", "rank_weights", "consensus_pick", "isnas_pick",
+           "random_cohort_psnrs", "train_pool", "kendall_tau"]

@@ -1,0 +1,873 @@
+"""Chapter 10: possible reconstructions of undersampled MR: a VAE prior and MALA posterior sampling.
+
+After Tezcan et al., "Sampling possible reconstructions of undersampled acquisitions in MR imaging with
+a deep learned prior" (arXiv:2010.00042, IEEE TMI 2022). The module reads like the paper's method:
+
+1. **MR physics.** A centred orthonormal 2-D FFT (:func:`fft2c` / :func:`ifft2c`), 1-D Cartesian
+   undersampling masks (:func:`cartesian_mask`), simulated coil sensitivities
+   (:func:`coil_sensitivities`), the forward operator ``E = M F S`` and its adjoint
+   (:func:`forward_op` / :func:`adjoint_op`), zero-filled reconstruction and complex noise.
+2. **The prior.** A VAE whose latent is itself a small image (:class:`SpatialVAE`), with a Gaussian
+   decoder of *fixed* precision ``1/σ_x² = 50``, trained on the ELBO (:func:`negative_elbo`,
+   :func:`train_vae`, through :func:`medtut.train.fit`).
+3. **The latent posterior** ``log p(z | y) = log p(y | z) + log p(z) + const``
+   (:func:`log_likelihood`, :func:`latent_log_posterior`): closed form for single-coil Cartesian
+   sampling, conjugate gradients (:func:`conjugate_gradient`) for several coils.
+4. **Sampling** with textbook MALA (:func:`mala`): Metropolis-adjusted Langevin proposals with the full
+   Metropolis-Hastings correction, several chains, burn-in, thinning, a step size adapted during
+   burn-in only and then frozen, and diagnostics (:func:`effective_sample_size`, :func:`split_rhat`).
+5. **From latent samples to images** (:func:`data_consistent_image`, :func:`sample_reconstructions`):
+   every latent sample gives the image most probable given both the decoder output and the measured
+   k-space; the pixel-wise mean and std of those images are the reconstruction and its uncertainty.
+6. **Evaluation**: :func:`rmse_percent`, :func:`data_consistency_error`, :func:`interval_coverage`.
+
+Conventions. Images are complex (..., H, W) tensors (magnitude images are promoted to complex). K-space
+has a coil axis: (..., C, H, W), C = 1 for a single coil. A mask is a (H, W) bool tensor, the same for
+every coil; sampled *columns* (the phase-encoding direction is the last axis). Noise std ``σ`` refers to
+each of the real and imaginary parts.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .train import History, fit
+
+# ------------------------------------------------------------------------------------------------------
+# 1. MR physics
+# ------------------------------------------------------------------------------------------------------
+
+
+def _require_complex(x, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch tensor; got {type(x).__name__}")
+    if not x.is_complex():
+        raise ValueError(f"{name} must be a complex tensor (e.g. torch.complex64); got dtype {x.dtype} with "
+                         f"shape {tuple(x.shape)}. Promote a magnitude image with x.to(torch.complex64).")
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have at least 2 dims (..., H, W); got shape {tuple(x.shape)}")
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal 2-D FFT over the last two axes: (..., H, W) complex -> (..., H, W) complex.
+
+    "Centred": the zero frequency sits at index (H//2, W//2) in k-space and the image centre at
+    (H//2, W//2) in image space. "Orthonormal": ``‖fft2c(x)‖ = ‖x‖`` (Parseval), so ``ifft2c`` is
+    its adjoint and its inverse. Equals MONAI's ``fftn_centered_t`` on the real/imag view.
+    """
+    _require_complex(x, "x")
+    dims = (-2, -1)
+    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=dims), norm="ortho"), dim=dims)
+
+
+def ifft2c(k: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal inverse 2-D FFT, the adjoint and inverse of :func:`fft2c`."""
+    _require_complex(k, "k")
+    dims = (-2, -1)
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=dims), norm="ortho"), dim=dims)
+
+
+def cartesian_mask(shape: tuple[int, int], acceleration: float, center_lines: int = 4,
+                   kind: str = "variable_density", decay: float = 2.0, seed: int = 0) -> torch.Tensor:
+    """A 1-D Cartesian undersampling mask, (H, W) bool: whole columns (phase-encoding lines) sampled.
+
+    kind:
+        ``"variable_density"`` (the paper's kind): the ``center_lines`` columns around the zero frequency
+        are always sampled, and the other ``round(W / acceleration) - center_lines`` columns are drawn
+        without replacement with probability ∝ ``(1 - |k| / k_max) ** decay`` (denser near the centre).
+        The number of sampled columns is exact. ``"random"`` and ``"equispaced"`` use MONAI's
+        ``RandomKspaceMask`` / ``EquispacedKspaceMask`` (fastMRI's recipes; the random one hits the
+        acceleration only on average).
+
+    The centre block is columns ``W//2 - center_lines//2`` onwards, the same block MONAI keeps.
+    """
+    if len(shape) != 2 or min(shape) < 4:
+        raise ValueError(f"shape must be (H, W) with H, W >= 4; got {shape}")
+    h, w = int(shape[0]), int(shape[1])
+    if not 1.0 <= acceleration <= w:
+        raise ValueError(f"acceleration must be in [1, W={w}]; got {acceleration}")
+    n_sampled = max(1, int(round(w / acceleration)))
+    if not 0 <= center_lines <= n_sampled:
+        raise ValueError(f"center_lines must be in [0, round(W / acceleration) = {n_sampled}]; got {center_lines}")
+    if kind == "variable_density":
+        rng = np.random.default_rng(seed)
+        cols = np.zeros(w, dtype=bool)
+        start = w // 2 - center_lines // 2
+        cols[start:start + center_lines] = True
+        k = np.abs(np.arange(w) - w // 2) / (w / 2)
+        p = np.clip(1.0 - k, 1e-3, None) ** decay
+        p[cols] = 0.0
+        extra = n_sampled - center_lines
+        if extra > 0:
+            cols[rng.choice(w, size=extra, replace=False, p=p / p.sum())] = True
+    elif kind in ("random", "equispaced"):
+        from monai.apps.reconstruction.transforms.array import EquispacedKspaceMask, RandomKspaceMask
+        cls = RandomKspaceMask if kind == "random" else EquispacedKspaceMask
+        transform = cls(center_fractions=[center_lines / w], accelerations=[acceleration], spatial_dims=2,
+                        is_complex=True)
+        transform.set_random_state(seed)
+        transform(torch.zeros(1, h, w, 2))
+        cols = transform.mask.reshape(-1).numpy() > 0
+    else:
+        raise ValueError(f"kind must be 'variable_density', 'random' or 'equispaced'; got {kind!r}")
+    return torch.from_numpy(np.broadcast_to(cols, (h, w)).copy())
+
+
+def acceleration_of(mask: torch.Tensor) -> float:
+    """The achieved acceleration R = (number of k-space points) / (number sampled)."""
+    mask = torch.as_tensor(mask)
+    return float(mask.numel() / max(int(mask.bool().sum()), 1))
+
+
+def coil_sensitivities(n_coils: int, shape: tuple[int, int], radius: float = 1.2) -> torch.Tensor:
+    """Simulated receive-coil sensitivities, (n_coils, H, W) complex64, normalised so Σ_c |S_c|² = 1.
+
+    Coils sit on a circle of ``radius`` (in units of half the field of view) around the object, like a
+    birdcage array: each map decays as 1/distance from its coil and carries the phase of the direction to
+    it. With the normalisation, ``Sᴴ S = I`` and a fully sampled multi-coil acquisition loses nothing.
+    """
+    if n_coils < 1:
+        raise ValueError(f"n_coils must be >= 1; got {n_coils}")
+    h, w = int(shape[0]), int(shape[1])
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, dtype=torch.float64),
+                            torch.linspace(-1, 1, w, dtype=torch.float64), indexing="ij")
+    maps = []
+    for c in range(n_coils):
+        theta = 2 * math.pi * c / n_coils
+        dy, dx = yy - radius * math.sin(theta), xx - radius * math.cos(theta)
+        dist = torch.sqrt(dy ** 2 + dx ** 2)
+        maps.append(torch.polar(1.0 / dist, torch.atan2(dy, dx) - theta))
+    s = torch.stack(maps)
+    s = s / torch.sqrt((s.abs() ** 2).sum(0, keepdim=True))
+    return s.to(torch.complex64)
+
+
+def _check_mask(mask, hw: tuple[int, int]) -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError(f"mask must be a torch tensor of shape {hw}; got {type(mask).__name__}")
+    if tuple(mask.shape) != tuple(hw):
+        raise ValueError(f"mask must have the image's shape (H, W) = {tuple(hw)}; got {tuple(mask.shape)}")
+    if mask.is_complex() or (mask.dtype != torch.bool and not torch.all((mask == 0) | (mask == 1))):
+        raise ValueError(f"mask must be bool (or 0/1 values); got dtype {mask.dtype}")
+    return mask.bool()
+
+
+def _check_sens(sens, hw) -> torch.Tensor | None:
+    if sens is None:
+        return None
+    _require_complex(sens, "sens")
+    if sens.ndim != 3 or tuple(sens.shape[-2:]) != tuple(hw):
+        raise ValueError(f"sens must be (C, H, W) complex with (H, W) = {tuple(hw)}; got {tuple(sens.shape)}")
+    return sens
+
+
+def forward_op(x: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor | None = None) -> torch.Tensor:
+    """``E x = M F S x``: image (..., H, W) complex -> masked k-space (..., C, H, W) complex.
+
+    ``S`` multiplies by each coil's sensitivity (C = 1 and S = 1 when ``sens`` is None), ``F`` is
+    :func:`fft2c`, ``M`` zeroes the unsampled entries (they stay in the array as zeros).
+    """
+    _require_complex(x, "x")
+    m = _check_mask(mask, x.shape[-2:]).to(x.device)
+    sens = _check_sens(sens, x.shape[-2:])
+    coil_images = x.unsqueeze(-3) if sens is None else x.unsqueeze(-3) * sens.to(x.device)
+    return fft2c(coil_images) * m
+
+
+def adjoint_op(y: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor | None = None) -> torch.Tensor:
+    """``Eᴴ y = Sᴴ Fᴴ M y``: k-space (..., C, H, W) complex -> image (..., H, W) complex."""
+    _require_complex(y, "y")
+    if y.ndim < 3:
+        raise ValueError(f"y must be (..., C, H, W) k-space with a coil axis; got shape {tuple(y.shape)}")
+    m = _check_mask(mask, y.shape[-2:]).to(y.device)
+    sens = _check_sens(sens, y.shape[-2:])
+    n_coils = 1 if sens is None else sens.shape[0]
+    if y.shape[-3] != n_coils:
+        raise ValueError(f"y has {y.shape[-3]} coils but sens has {n_coils}")
+    coil_images = ifft2c(y * m)
+    if sens is None:
+        return coil_images.squeeze(-3)
+    return (coil_images * sens.to(y.device).conj()).sum(-3)
+
+
+def zero_filled(y: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero-filled reconstruction ``Eᴴ y`` (the unsampled k-space is taken as zero), (..., H, W) complex.
+
+    With orthonormal F and Σ_c |S_c|² = 1 this is also the coil-combined least-squares image when the
+    k-space is fully sampled.
+    """
+    return adjoint_op(y, mask, sens)
+
+
+def add_complex_noise(kspace: torch.Tensor, noise_std: float, mask: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """``y + ε`` with ε's real and imaginary parts i.i.d. N(0, noise_std²), only where ``mask`` samples."""
+    _require_complex(kspace, "kspace")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0; got {noise_std}")
+    noise = torch.randn(kspace.shape, dtype=kspace.dtype, generator=generator, device="cpu") * math.sqrt(2.0)
+    # torch.randn on a complex dtype gives E|ε|² = 1 (each part has variance 1/2); rescale to std 1 per part.
+    noise = (noise * noise_std).to(kspace.device)
+    if mask is not None:
+        noise = noise * _check_mask(mask, kspace.shape[-2:]).to(kspace.device)
+    return kspace + noise
+
+
+def conjugate_gradient(apply_A: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, n_iters: int = 30,
+                       tol: float = 1e-6, x0: torch.Tensor | None = None) -> torch.Tensor:
+    """Solve ``A x = b`` for a Hermitian positive-definite linear operator, batched over b's first axis.
+
+    b: (B, ...) complex or real; ``apply_A`` maps a (B, ...) tensor to one of the same shape. Stops when
+    every batch element's residual norm falls below ``tol · ‖b‖`` or after ``n_iters`` iterations.
+    """
+    def dot(u, v):  # batched <u, v> = Σ conj(u) v, real part (A is Hermitian, so this is enough)
+        return (u.conj() * v).real.reshape(u.shape[0], -1).sum(1)
+
+    def bc(s):  # broadcast a per-batch scalar
+        return s.reshape(-1, *([1] * (b.ndim - 1)))
+
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - apply_A(x) if x0 is not None else b.clone()
+    p = r.clone()
+    rs = dot(r, r)
+    stop = (tol * torch.sqrt(dot(b, b))) ** 2
+    for _ in range(n_iters):
+        if bool((rs <= stop).all()):
+            break
+        Ap = apply_A(p)
+        alpha = rs / dot(p, Ap).clamp_min(1e-30)
+        alpha = torch.where(rs <= stop, torch.zeros_like(alpha), alpha)
+        x = x + bc(alpha) * p
+        r = r - bc(alpha) * Ap
+        rs_new = dot(r, r)
+        p = r + bc(rs_new / rs.clamp_min(1e-30)) * p
+        rs = rs_new
+    return x
+
+
+# ------------------------------------------------------------------------------------------------------
+# 2. The prior: a VAE with a spatial latent and a fixed decoder precision
+# ------------------------------------------------------------------------------------------------------
+
+
+class SpatialVAE(nn.Module):
+    """A convolutional VAE whose latent ``z`` is a small image, (B, latent_channels, H/2ⁿ, W/2ⁿ).
+
+    Encoder: 3×3 conv, then ``n_down`` stride-2 4×4 convs (channels ``width·2^i``, ReLU), then 1×1 convs
+    to the mean and log-variance of q(z|x). Decoder: 3×3 conv from z, ``n_down`` × (nearest ×2
+    upsampling + 3×3 conv + ReLU), 3×3 conv to one channel: the mean ``μ_θ(z)`` of the Gaussian
+    likelihood p(x|z) = N(μ_θ(z), σ_x² I) whose precision ``decoder_precision = 1/σ_x²`` is *fixed*
+    (50 in the paper, for images in [0, 1]). A spatial latent keeps the prior local: each latent pixel
+    describes one patch, as in the paper's 18×22×60 latent for 252×308 images.
+    """
+
+    def __init__(self, image_size: int = 32, latent_channels: int = 8, n_down: int = 3, width: int = 32,
+                 decoder_precision: float = 50.0):
+        super().__init__()
+        if image_size % (2 ** n_down):
+            raise ValueError(f"image_size must be divisible by 2**n_down = {2 ** n_down}; got {image_size}")
+        if decoder_precision <= 0:
+            raise ValueError(f"decoder_precision must be > 0; got {decoder_precision}")
+        self.image_size, self.latent_channels, self.n_down = image_size, latent_channels, n_down
+        self.decoder_precision = float(decoder_precision)
+        chans = [width * 2 ** i for i in range(n_down + 1)]
+        enc = [nn.Conv2d(1, chans[0], 3, padding=1), nn.ReLU()]
+        for i in range(n_down):
+            enc += [nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1), nn.ReLU()]
+        self.encoder = nn.Sequential(*enc)
+        self.to_mean = nn.Conv2d(chans[-1], latent_channels, 1)
+        self.to_logvar = nn.Conv2d(chans[-1], latent_channels, 1)
+        dec = [nn.Conv2d(latent_channels, chans[-1], 3, padding=1), nn.ReLU()]
+        for i in reversed(range(n_down)):
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(chans[i + 1], chans[i], 3, padding=1),
+                    nn.ReLU()]
+        dec += [nn.Conv2d(chans[0], 1, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        s = self.image_size // 2 ** self.n_down
+        return (self.latent_channels, s, s)
+
+    @property
+    def decoder_std(self) -> float:
+        """σ_x = decoder_precision^(-1/2)."""
+        return self.decoder_precision ** -0.5
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 1, H, W) real -> mean and log-variance of q(z|x), each (B, *latent_shape)."""
+        if x.ndim != 4 or x.shape[1] != 1 or x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            raise ValueError(f"x must be (B, 1, {self.image_size}, {self.image_size}) real; got {tuple(x.shape)}")
+        h = self.encoder(x)
+        return self.to_mean(h), self.to_logvar(h).clamp(-12.0, 6.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, *latent_shape) -> μ_θ(z): (B, 1, H, W)."""
+        if tuple(z.shape[1:]) != self.latent_shape:
+            raise ValueError(f"z must be (B, {', '.join(map(str, self.latent_shape))}); got {tuple(z.shape)}")
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (μ_θ(z), z_mean, z_logvar) with z drawn from q(z|x) by reparameterisation."""
+        z_mean, z_logvar = self.encode(x)
+        z = z_mean + torch.exp(0.5 * z_logvar) * torch.randn_like(z_mean)
+        return self.decode(z), z_mean, z_logvar
+
+
+def negative_elbo(x: torch.Tensor, x_mean: torch.Tensor, z_mean: torch.Tensor, z_logvar: torch.Tensor,
+                  decoder_precision: float = 50.0) -> dict:
+    """The VAE loss, −ELBO per image (nats), averaged over the batch.
+
+    −ELBO(x) = E_q[−log p(x|z)] + KL(q(z|x) ‖ N(0, I)), with p(x|z) = N(x_mean, σ_x² I),
+    ``decoder_precision`` = 1/σ_x² and D pixels:
+
+        −log p(x|z) = (decoder_precision / 2) ‖x − x_mean‖² − (D/2) log(decoder_precision / 2π)
+        KL          = ½ Σ (z_mean² + exp(z_logvar) − 1 − z_logvar)
+
+    x, x_mean: (B, 1, H, W); z_mean, z_logvar: (B, *latent_shape). Returns {"loss", "recon", "kl",
+    "mse"} (scalars; "loss" = recon + kl).
+    """
+    if x.shape != x_mean.shape:
+        raise ValueError(f"x and x_mean must have the same shape; got {tuple(x.shape)} and {tuple(x_mean.shape)}")
+    d = x[0].numel()
+    sq = ((x - x_mean) ** 2).flatten(1).sum(1)
+    recon = 0.5 * decoder_precision * sq - 0.5 * d * math.log(decoder_precision / (2 * math.pi))
+    kl = 0.5 * (z_mean ** 2 + z_logvar.exp() - 1.0 - z_logvar).flatten(1).sum(1)
+    return {"loss": (recon + kl).mean(), "recon": recon.mean(), "kl": kl.mean(), "mse": (sq / d).mean()}
+
+
+def train_vae(images: torch.Tensor, *, num_steps: int, batch_size: int = 64, lr: float = 1e-3,
+              latent_channels: int = 8, n_down: int = 3, width: int = 32, decoder_precision: float = 50.0,
+              val_images: torch.Tensor | None = None, device: torch.device | str | None = None,
+              progress: bool = True) -> tuple[SpatialVAE, History]:
+    """Train a :class:`SpatialVAE` on ``images`` (N, 1, H, W) in [0, 1] with Adam through :func:`fit`.
+
+    Batches are drawn with replacement from torch's global generator (seed it first with
+    ``medtut.seed_everything``). ``val_images`` adds a validation −ELBO / MSE (with z = encoder mean for
+    the MSE) to the history every 10 % of the steps. Returns (vae in eval mode, history).
+    """
+    if images.ndim != 4 or images.shape[1] != 1 or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"images must be (N, 1, S, S); got {tuple(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or inf")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    vae = SpatialVAE(images.shape[-1], latent_channels, n_down, width, decoder_precision).to(device)
+    opt = torch.optim.Adam(vae.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(num_steps, 1), eta_min=lr * 0.05)
+    data = images.to(device)
+
+    def step(i):
+        batch = data[torch.randint(0, data.shape[0], (batch_size,)).to(device)]
+        x_mean, z_mean, z_logvar = vae(batch)
+        return negative_elbo(batch, x_mean, z_mean, z_logvar, decoder_precision)
+
+    eval_fn = None
+    if val_images is not None:
+        val = val_images.to(device)
+
+        @torch.no_grad()
+        def eval_fn():
+            z_mean, z_logvar = vae.encode(val)
+            out = negative_elbo(val, vae.decode(z_mean), z_mean, z_logvar, decoder_precision)
+            return {"val_loss": out["loss"], "val_mse": out["mse"]}
+
+    history = fit(step, opt, num_steps=num_steps, scheduler=sched, eval_fn=eval_fn,
+                  eval_every=max(num_steps // 10, 1), models=vae, desc="VAE", progress=progress)
+    vae.eval()
+    return vae, history
+
+
+# ------------------------------------------------------------------------------------------------------
+# 3. The latent posterior: log p(y|z) + log p(z)
+# ------------------------------------------------------------------------------------------------------
+
+
+def _as_complex(x: torch.Tensor) -> torch.Tensor:
+    return x if x.is_complex() else x.to(torch.complex64)
+
+
+def _check_kspace(y: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor | None) -> torch.Tensor:
+    _require_complex(y, "kspace")
+    if y.ndim == 2:
+        y = y.unsqueeze(0)
+    n_coils = 1 if sens is None else sens.shape[0]
+    if y.ndim != 3 or y.shape[0] != n_coils:
+        raise ValueError(f"kspace must be (C, H, W) complex with C = {n_coils} coil(s) (or (H, W) for one "
+                         f"coil); got shape {tuple(y.shape)}")
+    _check_mask(mask, y.shape[-2:])
+    return y
+
+
+def log_likelihood(image_mean: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, noise_std: float,
+                   decoder_std: float, sens: torch.Tensor | None = None, method: str = "auto",
+                   cg_iters: int = 30) -> torch.Tensor:
+    """``log p(y | z)`` up to a constant, for decoder outputs ``image_mean = μ_θ(z)``: (B, H, W) -> (B,).
+
+    Integrating the image out of ``y = E x + ε`` with x ~ N(μ, σ_x² I) and ε ~ N(0, σ_n² I) (real and
+    imaginary parts each) gives y ~ N(E μ, A) with ``A = σ_n² I + σ_x² E Eᴴ`` on the sampled entries:
+
+        log p(y | z) = −½ (y − Eμ)ᴴ A⁻¹ (y − Eμ) + const.
+
+    method ``"closed_form"`` (single coil, ``sens`` None): with a unitary F and a 0/1 mask, E Eᴴ = I on
+    the sampled entries, so ``log p = −‖M(y − Fμ)‖² / (2(σ_n² + σ_x²))``. ``"cg"``: solve A w = r by
+    :func:`conjugate_gradient`; the value is −½ Re⟨r, w⟩ and, A being Hermitian, the gradient with
+    respect to r is −w, so CG runs outside autograd. ``"auto"`` picks closed form when it applies.
+    y: (C, H, W) complex measured k-space (zeros where unsampled), mask: (H, W).
+    """
+    y = _check_kspace(y, mask, sens)
+    mu = _as_complex(image_mean)
+    if mu.ndim != 3 or tuple(mu.shape[-2:]) != tuple(y.shape[-2:]):
+        raise ValueError(f"image_mean must be (B, H, W) with (H, W) = {tuple(y.shape[-2:])}; got {tuple(mu.shape)}")
+    if method == "auto":
+        method = "closed_form" if sens is None else "cg"
+    m = mask.bool().to(y.device)
+    r = (y - forward_op(mu, m, sens)) * m  # (B, C, H, W)
+    if method == "closed_form":
+        if sens is not None and sens.shape[0] != 1:
+            raise ValueError("the closed form needs a single coil with unit sensitivity; use method='cg'")
+        return -(r.abs() ** 2).flatten(1).sum(1) / (2 * (noise_std ** 2 + decoder_std ** 2))
+    if method != "cg":
+        raise ValueError(f"method must be 'auto', 'closed_form' or 'cg'; got {method!r}")
+
+    def apply_A(v):
+        return noise_std ** 2 * v + decoder_std ** 2 * forward_op(adjoint_op(v, m, sens), m, sens)
+
+    with torch.no_grad():
+        w = conjugate_gradient(apply_A, r.detach(), n_iters=cg_iters)
+    inner = (w.conj() * r).real.flatten(1).sum(1)  # Re⟨w, r⟩; its gradient in r is w
+    return -inner + 0.5 * inner.detach()
+
+
+def latent_log_prior(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) up to a constant: (B, ...) -> (B,)."""
+    return -0.5 * (z ** 2).flatten(1).sum(1)
+
+
+def latent_log_posterior(vae: SpatialVAE, y: torch.Tensor, mask: torch.Tensor, *, noise_std: float,
+                         sens: torch.Tensor | None = None, method: str = "auto",
+                         cg_iters: int = 30) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The unnormalised log posterior ``z ↦ log p(y | z) + log p(z)`` for :func:`mala`.
+
+    Returns ``log_prob(z: (n_chains, *latent_shape)) -> (n_chains,)``, differentiable in z. The VAE's
+    decoder precision sets σ_x; p(z) = N(0, I) is the prior the VAE was trained with.
+    """
+    device = next(vae.parameters()).device
+    y = _check_kspace(y, mask, sens).to(device)
+    mask = mask.to(device)
+    sens = sens.to(device) if sens is not None else None
+
+    def log_prob(z):
+        mu = vae.decode(z)[:, 0]
+        return log_likelihood(mu, y, mask, noise_std=noise_std, decoder_std=vae.decoder_std, sens=sens,
+                              method=method, cg_iters=cg_iters) + latent_log_prior(z)
+
+    return log_prob
+
+
+def data_consistent_image(image_mean: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, noise_std: float,
+                          decoder_std: float, sens: torch.Tensor | None = None, cg_iters: int = 50) -> torch.Tensor:
+    """``E[x | y, z]``: the image combining the decoder output μ = μ_θ(z) with the measured k-space.
+
+        x̂ = (σ_x⁻² I + σ_n⁻² EᴴE)⁻¹ (σ_x⁻² μ + σ_n⁻² Eᴴ y)
+
+    Single coil: diagonal in k-space: sampled entries become (σ_x² y + σ_n² Fμ) / (σ_x² + σ_n²),
+    unsampled ones keep Fμ. Several coils: solved by :func:`conjugate_gradient` in image space.
+    image_mean: (B, H, W) real or complex; returns (B, H, W) complex.
+    """
+    y = _check_kspace(y, mask, sens)
+    mu = _as_complex(image_mean)
+    m = mask.bool().to(y.device)
+    sx2, sn2 = decoder_std ** 2, noise_std ** 2
+    if sens is None:
+        k = fft2c(mu)
+        k = torch.where(m, (sx2 * y[0] + sn2 * k) / (sx2 + sn2), k)
+        return ifft2c(k)
+
+    def apply_P(v):
+        return v / sx2 + adjoint_op(forward_op(v, m, sens), m, sens) / sn2
+
+    b = mu / sx2 + adjoint_op(y, m, sens) / sn2
+    return conjugate_gradient(apply_P, b, n_iters=cg_iters, tol=1e-7, x0=mu.clone())
+
+
+# ------------------------------------------------------------------------------------------------------
+# 4. Sampling: textbook MALA with burn-in adaptation, and its diagnostics
+# ------------------------------------------------------------------------------------------------------
+
+
+def _value_and_grad(log_prob, z):
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        lp = log_prob(z)
+        if lp.shape != (z.shape[0],):
+            raise ValueError(f"log_prob must map (n_chains, ...) = {tuple(z.shape)} to (n_chains,) = "
+                             f"({z.shape[0]},); got shape {tuple(lp.shape)}")
+        (grad,) = torch.autograd.grad(lp.sum(), z)
+    return lp.detach(), grad.detach()
+
+
+def split_rhat(samples) -> np.ndarray:
+    """Split-R̂ (Gelman et al., BDA3 §11.4) per coordinate: (n_chains, n, *shape) -> (*shape).
+
+    Each chain is cut in half; R̂ = sqrt(var⁺ / W) with W the mean within-half variance and
+    var⁺ = (n−1)/n · W + B/n. Values near 1 (< 1.01-1.05) mean the chains agree.
+    """
+    x = _as_numpy_chains(samples)
+    m, n = x.shape[:2]
+    half = n // 2
+    if half < 2:
+        raise ValueError(f"split R-hat needs at least 4 draws per chain; got {n}")
+    x = np.concatenate([x[:, :half], x[:, n - half:]], axis=0)  # (2m, half, d)
+    chain_mean = x.mean(1)
+    W = x.var(1, ddof=1).mean(0)
+    B_over_n = chain_mean.var(0, ddof=1)
+    var_plus = (half - 1) / half * W + B_over_n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rhat = np.sqrt(var_plus / W)
+    return rhat.reshape(_shape_of(samples))
+
+
+def effective_sample_size(samples) -> np.ndarray:
+    """Multi-chain effective sample size per coordinate (Stan's estimator): (n_chains, n, *shape) -> (*shape).
+
+    Autocorrelations ρ_t = 1 − (W − mean_chains(autocov_t)) / var⁺ on split chains, summed over Geyer's
+    initial positive (and monotone) sequence of pairs: ESS = chains · draws / (−1 + 2 Σ_k (ρ_2k + ρ_2k+1)).
+    """
+    x = _as_numpy_chains(samples)
+    m, n = x.shape[:2]
+    half = n // 2
+    if half < 4:
+        raise ValueError(f"ESS needs at least 8 draws per chain; got {n}")
+    x = np.concatenate([x[:, :half], x[:, n - half:]], axis=0)  # (M, N, d)
+    M, N, d = x.shape
+    centred = x - x.mean(1, keepdims=True)
+    size = 2 ** int(np.ceil(np.log2(2 * N)))
+    spec = np.fft.rfft(centred, n=size, axis=1)
+    acov = np.fft.irfft(spec * np.conj(spec), n=size, axis=1)[:, :N] / N  # (M, N, d), biased
+    chain_var = acov[:, 0] * N / (N - 1)
+    W = chain_var.mean(0)
+    var_plus = (N - 1) / N * W + x.mean(1).var(0, ddof=1)
+    ess = np.empty(d)
+    for j in range(d):
+        if var_plus[j] <= 0:
+            ess[j] = np.nan
+            continue
+        rho = 1.0 - (W[j] - acov[:, :, j].mean(0)) / var_plus[j]
+        rho[0] = 1.0
+        pairs = rho[: 2 * (N // 2)].reshape(-1, 2).sum(1)
+        positive = np.flatnonzero(pairs < 0)
+        k_end = positive[0] if positive.size else len(pairs)
+        p = np.minimum.accumulate(pairs[:k_end]) if k_end else np.array([1.0])
+        tau = -1.0 + 2.0 * p.sum()
+        ess[j] = M * N / max(tau, 1.0 / np.log10(M * N))
+    return ess.reshape(_shape_of(samples))
+
+
+def _as_numpy_chains(samples) -> np.ndarray:
+    x = samples.detach().cpu().double().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples, float)
+    if x.ndim < 2:
+        raise ValueError(f"samples must be (n_chains, n_draws, *shape); got shape {x.shape}")
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _shape_of(samples) -> tuple:
+    shape = tuple(samples.shape[2:])
+    return shape if shape else ()
+
+
+@dataclass
+class MALAResult:
+    """What :func:`mala` returns.
+
+    samples: (n_chains, n_kept, *shape), after burn-in and thinning. log_probs: (n_chains, n_kept).
+    acceptance_rate: fraction of accepted proposals after burn-in (step size frozen).
+    burn_in_acceptance_rate: the same during burn-in (step size adapting).
+    step_size: the frozen step size used after burn-in; step_sizes: its value at each burn-in step.
+    ``ess`` and ``rhat`` (per coordinate, numpy, shape ``shape``) are computed on first access.
+    """
+    samples: torch.Tensor
+    log_probs: torch.Tensor
+    acceptance_rate: float
+    burn_in_acceptance_rate: float
+    step_size: float
+    step_sizes: np.ndarray = field(repr=False)
+    n_steps: int = 0
+    burn_in: int = 0
+    thin: int = 1
+
+    @cached_property
+    def ess(self) -> np.ndarray:
+        return effective_sample_size(self.samples)
+
+    @cached_property
+    def rhat(self) -> np.ndarray:
+        return split_rhat(self.samples)
+
+    def summary(self) -> dict:
+        """Acceptance, step size, min / median ESS and max R̂ over coordinates, as plain floats."""
+        return {"acceptance": self.acceptance_rate, "step size": self.step_size,
+                "min ESS": float(np.nanmin(self.ess)), "median ESS": float(np.nanmedian(self.ess)),
+                "max R-hat": float(np.nanmax(self.rhat)), "kept": int(self.samples.shape[0] * self.samples.shape[1])}
+
+
+def mala_proposal(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise: torch.Tensor) -> torch.Tensor:
+    """Langevin proposal ``z' = z + ε ∇log π(z) + √(2ε) ξ`` (ε = step_size, ξ = noise ~ N(0, I))."""
+    return z + step_size * grad + math.sqrt(2.0 * step_size) * noise
+
+
+def mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, step_size: float) -> torch.Tensor:
+    """log α = log π(z') − log π(z) + log q(z | z') − log q(z' | z), per chain: (n_chains,).
+
+    q(a | b) = N(a; b + ε ∇log π(b), 2ε I), so log q(a | b) = −‖a − b − ε ∇log π(b)‖² / (4ε) + const.
+    This is the textbook Metropolis-Hastings ratio; the target and the proposal terms carry the same
+    weight (the official code scales only the first by 1/50, which breaks detailed balance).
+    """
+    fwd = ((z_new - z - step_size * grad) ** 2).flatten(1).sum(1)
+    bwd = ((z - z_new - step_size * grad_new) ** 2).flatten(1).sum(1)
+    return lp_new - lp + (fwd - bwd) / (4.0 * step_size)
+
+
+def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_steps: int, *,
+         step_size: float = 1e-2, burn_in: int | None = None, thin: int = 1, adapt: bool = True,
+         target_accept: float = 0.57, generator: torch.Generator | None = None, progress: bool = False,
+         desc: str = "MALA") -> MALAResult:
+    """Metropolis-adjusted Langevin sampling of ``π ∝ exp(log_prob)`` with several chains.
+
+    log_prob: differentiable, maps states (n_chains, *shape) to (n_chains,) log densities (unnormalised).
+    z0: (n_chains, *shape) starting states (spread them out so R̂ can tell if chains disagree).
+    n_steps: total steps per chain *including* ``burn_in`` (default n_steps // 4). Samples are kept
+    after burn-in, every ``thin``-th step: n_kept = (n_steps − burn_in) // thin.
+
+    Step size: with ``adapt``, during burn-in only, log ε follows a Robbins-Monro recursion
+    ``log ε ← log ε + t^(−0.6) (ᾱ_t − target_accept)`` (ᾱ_t = mean acceptance probability over chains);
+    at the end of burn-in ε is frozen at the geometric mean of its second-half values, so the kept chain
+    is a proper (non-adaptive) MH chain. 0.57 is the asymptotically optimal MALA acceptance (Roberts &
+    Rosenthal 1998). All chains share one ε.
+    """
+    if not isinstance(z0, torch.Tensor) or not z0.is_floating_point() or z0.ndim < 2:
+        got = f"{tuple(z0.shape)} {z0.dtype}" if isinstance(z0, torch.Tensor) else type(z0).__name__
+        raise ValueError(f"z0 must be a float tensor (n_chains, *shape); got {got}")
+    if not torch.isfinite(z0).all():
+        raise ValueError("z0 contains NaN or inf")
+    burn_in = n_steps // 4 if burn_in is None else int(burn_in)
+    if not (isinstance(n_steps, (int, np.integer)) and n_steps >= 1):
+        raise ValueError(f"n_steps must be an int >= 1; got {n_steps!r}")
+    if not 0 <= burn_in < n_steps:
+        raise ValueError(f"burn_in must be in [0, n_steps) = [0, {n_steps}); got {burn_in}")
+    if thin < 1 or (n_steps - burn_in) // thin < 1:
+        raise ValueError(f"thin must be >= 1 and leave at least one sample; got thin={thin} with "
+                         f"{n_steps - burn_in} post-burn-in steps")
+    if not step_size > 0 or not math.isfinite(step_size):
+        raise ValueError(f"step_size must be a positive finite float; got {step_size}")
+    if not 0 < target_accept < 1:
+        raise ValueError(f"target_accept must be in (0, 1); got {target_accept}")
+
+    z = z0.detach().clone()
+    lp, grad = _value_and_grad(log_prob, z)
+    if not torch.isfinite(lp).all():
+        raise ValueError(f"log_prob(z0) is not finite for chains {torch.nonzero(~torch.isfinite(lp)).flatten().tolist()}")
+    n_chains = z.shape[0]
+    log_eps = math.log(step_size)
+    step_sizes = np.empty(burn_in)
+    kept, kept_lp = [], []
+    accepted_burn, accepted_main = 0, 0
+    iterator = range(n_steps)
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(iterator, desc=desc, leave=False)
+    for t in iterator:
+        eps = math.exp(log_eps)
+        noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
+        z_new = mala_proposal(z, grad, eps, noise)
+        lp_new, grad_new = _value_and_grad(log_prob, z_new)
+        log_alpha = mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, eps)
+        log_alpha = torch.nan_to_num(log_alpha, nan=-math.inf)
+        u = torch.rand(n_chains, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
+        accept = torch.log(u) < log_alpha
+        sel = accept.view(-1, *([1] * (z.ndim - 1)))
+        z = torch.where(sel, z_new, z)
+        grad = torch.where(sel, grad_new, grad)
+        lp = torch.where(accept, lp_new, lp)
+        if t < burn_in:
+            accepted_burn += int(accept.sum())
+            if adapt:
+                alpha_mean = float(torch.exp(log_alpha.clamp(max=0.0)).mean())
+                log_eps += (t + 1) ** -0.6 * (alpha_mean - target_accept)
+            step_sizes[t] = log_eps
+            if t == burn_in - 1 and adapt:
+                log_eps = float(np.mean(step_sizes[burn_in // 2:]))
+        else:
+            accepted_main += int(accept.sum())
+            if (t - burn_in + 1) % thin == 0:
+                kept.append(z.clone())
+                kept_lp.append(lp.clone())
+    main_steps = n_steps - burn_in
+    return MALAResult(
+        samples=torch.stack(kept, dim=1).cpu(), log_probs=torch.stack(kept_lp, dim=1).cpu(),
+        acceptance_rate=accepted_main / (main_steps * n_chains),
+        burn_in_acceptance_rate=accepted_burn / (burn_in * n_chains) if burn_in else float("nan"),
+        step_size=math.exp(log_eps), step_sizes=np.exp(step_sizes), n_steps=n_steps, burn_in=burn_in, thin=thin)
+
+
+def gaussian_linear_posterior(A: torch.Tensor, y: torch.Tensor, noise_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact posterior of z ~ N(0, I), y = A z + N(0, σ² I): returns (mean (d,), covariance (d, d)).
+
+    Σ = (I + AᵀA / σ²)⁻¹ and m = Σ Aᵀ y / σ². The linear-Gaussian toy on which :func:`mala` must recover
+    a known answer (a "linear decoder" version of the latent posterior).
+    """
+    if A.ndim != 2 or y.shape != (A.shape[0],):
+        raise ValueError(f"A must be (n, d) and y (n,); got {tuple(A.shape)} and {tuple(y.shape)}")
+    precision = torch.eye(A.shape[1], dtype=A.dtype) + A.T @ A / noise_std ** 2
+    cov = torch.linalg.inv(precision)
+    return cov @ A.T @ y / noise_std ** 2, cov
+
+
+# ------------------------------------------------------------------------------------------------------
+# 5. From latent samples to images
+# ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PosteriorReconstruction:
+    """Samples of possible reconstructions and their summaries (all on the CPU).
+
+    samples: (n_samples, H, W) magnitudes of the data-consistent images, one per kept latent sample
+    (chains concatenated). mean / std: (H, W) pixel-wise posterior mean and standard deviation.
+    zero_filled: (H, W) magnitude of Eᴴy. latent: the :class:`MALAResult` of the latent chain.
+    """
+    samples: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    zero_filled: torch.Tensor
+    latent: MALAResult
+    complex_samples: torch.Tensor = field(repr=False, default=None)
+
+    def interval(self, level: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel-wise central credible interval from the sample quantiles: (lower, upper), each (H, W)."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1); got {level}")
+        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=self.samples.dtype)
+        lo, hi = torch.quantile(self.samples, q, dim=0)
+        return lo, hi
+
+
+def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: SpatialVAE, *, noise_std: float,
+                           sens: torch.Tensor | None = None, n_chains: int = 4, n_steps: int = 2000,
+                           burn_in: int = 500, thin: int = 5, step_size: float = 1e-3,
+                           target_accept: float = 0.57, init_spread: float = 1.0, seed: int = 0,
+                           method: str = "auto", cg_iters: int = 30, progress: bool = False) -> PosteriorReconstruction:
+    """From measured k-space to possible reconstructions: the paper's pipeline end to end.
+
+    kspace: (C, H, W) complex (or (H, W) for one coil) with zeros where ``mask`` (H, W) does not sample;
+    vae: a trained :class:`SpatialVAE` (its decoder precision is σ_x⁻²); noise_std: σ_n of the k-space
+    noise (per real/imaginary part); sens: (C, H, W) coil maps or None for one coil.
+
+    1. Start every chain at the encoder's q(z | |zero-filled|): its mean plus ``init_spread`` times its
+       std times N(0, I) noise (over-dispersed starts make R̂ meaningful).
+    2. Run :func:`mala` on :func:`latent_log_posterior`.
+    3. Turn every kept z into :func:`data_consistent_image`; report magnitudes, pixel-wise mean and std.
+    """
+    y = _check_kspace(kspace, mask, sens)
+    hw = (vae.image_size, vae.image_size)
+    if tuple(y.shape[-2:]) != hw:
+        raise ValueError(f"kspace must be {hw} to match the VAE; got {tuple(y.shape[-2:])}")
+    if noise_std <= 0:
+        raise ValueError(f"noise_std must be > 0; got {noise_std}")
+    device = next(vae.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    y, mask_d = y.to(device), mask.to(device)
+    sens_d = sens.to(device) if sens is not None else None
+    zf = zero_filled(y, mask_d, sens_d)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            z_mean, z_logvar = vae.encode(zf.abs().float()[None, None])
+        z0 = z_mean + init_spread * torch.exp(0.5 * z_logvar) * torch.randn(
+            (n_chains, *z_mean.shape[1:]), generator=gen).to(device)
+        log_prob = latent_log_posterior(vae, y, mask_d, noise_std=noise_std, sens=sens_d, method=method,
+                                        cg_iters=cg_iters)
+        result = mala(log_prob, z0, n_steps, step_size=step_size, burn_in=burn_in, thin=thin,
+                      target_accept=target_accept, generator=gen, progress=progress)
+        with torch.no_grad():
+            z = result.samples.reshape(-1, *vae.latent_shape).to(device)
+            images = []
+            for chunk in z.split(64):
+                mu = vae.decode(chunk)[:, 0]
+                images.append(data_consistent_image(mu, y, mask_d, noise_std=noise_std,
+                                                    decoder_std=vae.decoder_std, sens=sens_d))
+            x = torch.cat(images).cpu()
+    finally:
+        for p in vae.parameters():
+            p.requires_grad_(True)
+    mags = x.abs()
+    return PosteriorReconstruction(samples=mags, mean=mags.mean(0), std=mags.std(0), zero_filled=zf.abs().cpu(),
+                                   latent=result, complex_samples=x)
+
+
+# ------------------------------------------------------------------------------------------------------
+# 6. Evaluation
+# ------------------------------------------------------------------------------------------------------
+
+
+def rmse_percent(image: torch.Tensor, reference: torch.Tensor) -> float:
+    """The paper's error: RMSE% = 100 · ‖|x̂| − |x|‖ / ‖x‖ (magnitudes, whole image)."""
+    image, reference = torch.as_tensor(image), torch.as_tensor(reference)
+    if image.shape != reference.shape:
+        raise ValueError(f"image and reference must have the same shape; got {tuple(image.shape)} and "
+                         f"{tuple(reference.shape)}")
+    return float(100 * torch.linalg.vector_norm(image.abs() - reference.abs())
+                 / torch.linalg.vector_norm(reference.abs()))
+
+
+def data_consistency_error(image: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                           sens: torch.Tensor | None = None) -> float:
+    """Relative k-space residual on the sampled entries: ‖M(E x − y)‖ / ‖M y‖ (a fraction, not %).
+
+    For the exact image this is about the noise level: σ_n · √(2 · #samples) / ‖y‖.
+    image: (H, W) or (B, H, W), real or complex; for a batch the mean over images is returned.
+    """
+    y = _check_kspace(y, mask, sens)
+    x = _as_complex(torch.as_tensor(image))
+    x = x[None] if x.ndim == 2 else x
+    m = mask.bool()
+    r = (forward_op(x, m, sens) - y) * m
+    num = torch.linalg.vector_norm(r.flatten(1), dim=1)
+    return float((num / torch.linalg.vector_norm(y * m)).mean())
+
+
+def interval_coverage(samples: torch.Tensor, truth: torch.Tensor, level: float = 0.9,
+                      region: torch.Tensor | None = None) -> float:
+    """Fraction of pixels whose true value lies in the central ``level`` interval of the samples.
+
+    samples: (n, H, W); truth: (H, W); region: optional (H, W) bool mask of the pixels to count. A
+    calibrated posterior gives about ``level``; below it means the posterior is over-confident.
+    """
+    if samples.ndim != 3 or tuple(samples.shape[1:]) != tuple(truth.shape):
+        raise ValueError(f"samples must be (n, H, W) with (H, W) = truth's {tuple(truth.shape)}; got "
+                         f"{tuple(samples.shape)}")
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=samples.dtype)
+    lo, hi = torch.quantile(samples, q, dim=0)
+    inside = (truth >= lo) & (truth <= hi)
+    if region is not None:
+        inside = inside[region.bool()]
+    return float(inside.float().mean())
+
+
+__all__ = [
+    "fft2c", "ifft2c", "cartesian_mask", "acceleration_of", "coil_sensitivities", "forward_op", "adjoint_op",
+    "zero_filled", "add_complex_noise", "conjugate_gradient",
+    "SpatialVAE", "negative_elbo", "train_vae",
+    "log_likelihood", "latent_log_prior", "latent_log_posterior", "data_consistent_image",
+    "mala", "mala_proposal", "mala_log_accept_ratio", "MALAResult", "effective_sample_size", "split_rhat",
+    "gaussian_linear_posterior",
+    "PosteriorReconstruction", "sample_reconstructions",
+    "rmse_percent", "data_consistency_error", "interval_coverage",
+]

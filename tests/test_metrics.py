@@ -1,0 +1,83 @@
+"""medtut.metrics against hand-computed values."""
+import numpy as np
+import pytest
+import torch
+
+from medtut import metrics
+
+
+def test_dice_hand_computed():
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    pred = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2, :2] = 1          # 4 pixels of class 1
+    pred[0, :2, :1] = 1            # 2 of them predicted
+    pred[0, 3, 3] = 1              # plus one false positive
+    # class 2 absent from both: NaN
+    d = metrics.dice(pred, target, num_classes=3)
+    assert d.shape == (1, 2)
+    assert d[0, 0] == pytest.approx(2 * 2 / (3 + 4))
+    assert np.isnan(d[0, 1])
+
+
+def test_dice_rejects_bad_input():
+    lab = torch.zeros(1, 4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.dice(lab, torch.zeros(1, 4, 5, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="integer label map"):
+        metrics.dice(lab.float(), lab, 2)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metrics.dice(lab + 2, lab, 2)
+
+
+def test_hd95_of_shifted_square():
+    target = torch.zeros(1, 16, 16, dtype=torch.long)
+    target[0, 4:10, 4:10] = 1
+    pred = torch.roll(target, shifts=2, dims=2)
+    assert metrics.hd95(pred, target, 2)[0, 0] == pytest.approx(2.0)
+
+
+def test_psnr_and_ssim():
+    ref = np.zeros((8, 8))
+    ref[2:6, 2:6] = 1.0
+    noisy = ref + 0.1
+    assert metrics.psnr(noisy, ref, data_range=1.0) == pytest.approx(20.0)
+    assert metrics.ssim(ref, ref) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.psnr(ref, ref[:4])
+
+
+def test_roc_auc_and_fpr_at_tpr_hand_computed():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    s = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.3, 0.1, 0.05])
+    # positive 0.2 beats 2 of 4 negatives; the others beat all 4 → AUC = (4+4+4+2)/16
+    assert metrics.roc_auc(y, s) == pytest.approx(14 / 16)
+    # threshold 0.7 already gives TPR .75 at FPR 0
+    assert metrics.fpr_at_tpr(y, s, 0.75) == pytest.approx(0.0)
+    # TPR 1.0 needs threshold 0.2: FPR = 2/4 (0.6 and 0.3 above it)
+    assert metrics.fpr_at_tpr(y, s, 1.0) == pytest.approx(0.5)
+    # between TPR .75 and 1 the ROC is the vertical segment at FPR .5 (0.3 enters before 0.2)
+    assert metrics.fpr_at_tpr(y, s, 0.875) == pytest.approx(0.5)
+    # tied scores make a diagonal ROC segment, along which FPR is interpolated linearly
+    assert metrics.fpr_at_tpr([1, 0, 1, 0], [0.5, 0.5, 0.9, 0.1], 0.75) == pytest.approx(0.25)
+    np.testing.assert_allclose(metrics.fpr_at_tpr(y, s, [0.75, 1.0]), [0.0, 0.5])
+
+
+def test_binary_metrics_reject_bad_input():
+    with pytest.raises(ValueError, match="0 and 1"):
+        metrics.roc_auc([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="at least one positive"):
+        metrics.roc_auc([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.fpr_at_tpr([0, 1], [0.1, float("nan")], 0.9)
+
+
+def test_summarize_formats_mean_std_and_extra_columns():
+    table = metrics.summarize({"baseline": {"Dice": [0.70, 0.74]}, "ours": {"Dice": [0.80, 0.78, 0.82]}},
+                              extra={"ours": {"paper": "0.82"}})
+    md = table.to_markdown()
+    assert "| baseline | 0.720 ± 0.028 | 2 |  |" in md
+    assert "| ours | 0.800 ± 0.020 | 3 | 0.82 |" in md
+    assert "<table>" in table._repr_html_()
+    assert metrics.mean_std([1.0]) == "1.000 ± 0.000"
+    with pytest.raises(ValueError):
+        metrics.summarize({})
