@@ -33,6 +33,10 @@ class CheckResult:
     def __repr__(self) -> str:
         return self.message
 
+    def _ipython_display_(self) -> None:
+        # check() has already printed the message; showing the result again would repeat it.
+        pass
+
 
 def _describe(x: Any) -> str:
     if isinstance(x, torch.Tensor):
