@@ -24,8 +24,7 @@ Shapes: data ``x`` is ``(B, D)`` (images flattened), codes ``z`` are ``(B, d)``;
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -367,7 +366,8 @@ def encode(decoder: nn.Module, x: torch.Tensor, loss: LossSpec = "bce", z0: str 
     z: ``(B, d)`` codes, detached.
     info: ``"loss"`` (batch-mean loss along the flow), ``"nfe"`` (vector-field evaluations),
         ``"per_sample_loss"`` ``(B,)`` at the end, plus ``"t"`` (times of the loss records for
-        torchdiffeq; each sample's end time for AMD) and the solver's own counts.
+        torchdiffeq; each sample's end time for AMD), for torchdiffeq the path ``"z"``
+        ``(num_steps + 1, B, d)``, and for AMD the solver's counts.
     """
     check_data(x, loss)
     _check_loss_spec(loss)
@@ -397,7 +397,7 @@ def encode(decoder: nn.Module, x: torch.Tensor, loss: LossSpec = "bce", z0: str 
         traj = _integrate(func, z_start, times, method, order, False, None, rtol, atol)
         per_time = torch.stack([reconstruction_loss(decoder(zt), x, loss) for zt in traj])
     return traj[-1].detach(), {"loss": per_time.mean(1).cpu().numpy(), "t": times.cpu().numpy(),
-                               "nfe": func.nfe, "per_sample_loss": per_time[-1]}
+                               "nfe": func.nfe, "per_sample_loss": per_time[-1], "z": traj.detach()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -517,7 +517,7 @@ def evaluate_gfe(decoder: nn.Module, x: torch.Tensor, loss: LossSpec = "bce", *,
 
 def evaluate_ae_refined(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, loss: LossSpec = "bce",
                         **flow_kwargs) -> float:
-    """"AE + refinement": start the flow at the encoder's code ``E(x)`` and run it at test time.
+    """The "AE + refinement" baseline: start the flow at the encoder's code ``E(x)``, run it at test time.
 
     Separates a better *training signal* (GFE) from *inference by optimisation*.
     """
