@@ -382,7 +382,8 @@ def predict_logits(model: nn.Module, X, batch_size: int = 1024, device: torch.de
 def train_binary_classifier(model: nn.Module, X, y, loss: str = "bce", alm: Mapping | None = None, *,
                             epochs: int = 40, seed: int = 0, augment: Callable | None = None,
                             X_val=None, y_val=None, batch_size: int = 64, lr: float = 3e-3,
-                            weight_decay: float = 1e-4, loss_kwargs: Mapping | None = None,
+                            weight_decay: float = 1e-4, optimizer: str = "adam",
+                            loss_kwargs: Mapping | None = None,
                             select_best: bool = False, device: torch.device | None = None,
                             progress: bool = False, return_history: bool = False, desc: str | None = None):
     """Train a one-logit classifier with a base loss, with or without the Augmented Lagrangian.
@@ -393,7 +394,8 @@ def train_binary_classifier(model: nn.Module, X, y, loss: str = "bce", alm: Mapp
     (``delta``, ``mu0``, ``rho``, ``mu_max``, ``schedule``, ``warmup``). augment: ``augment(x, generator)``
     applied to each training batch. X_val, y_val: validation set; its AUC is logged every epoch, drives the
     μ schedule, and with ``select_best`` the weights with the best validation AUC are returned (the paper's
-    checkpointing). Adam (lr, weight_decay), batches shuffled by a generator seeded with ``seed``.
+    checkpointing). optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, the paper's), with ``lr`` and
+    ``weight_decay``; batches are shuffled by a generator seeded with ``seed``.
 
     Returns the trained model (in eval mode); with ``return_history=True`` ``(model, info)`` where
     ``info = {"history": History, "alm": AugmentedLagrangian or None, "wall_time_s": float}``. The same
@@ -425,7 +427,12 @@ def train_binary_classifier(model: nn.Module, X, y, loss: str = "bce", alm: Mapp
 
     dataset = torch.utils.data.TensorDataset(X, y, torch.arange(len(X)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {optimizer!r}")
     aug_gen = torch.Generator().manual_seed(seed + 1_000_003)
     best = {"auc": -1.0, "state": None, "epoch": -1}
 
@@ -460,7 +467,7 @@ def train_binary_classifier(model: nn.Module, X, y, loss: str = "bce", alm: Mapp
         return record
 
     best_epochs: list = []
-    history = fit(step, optimizer, data=loader, num_epochs=epochs, eval_fn=end_of_epoch,
+    history = fit(step, opt, data=loader, num_epochs=epochs, eval_fn=end_of_epoch,
                   eval_every=len(loader), models=model, progress=progress,
                   desc=desc or (f"{loss}{' + ALM' if alm is not None else ''} (seed {seed})"))
     if select_best and best["state"] is not None:
