@@ -251,9 +251,15 @@ def _anchors(y: torch.Tensor, shared: torch.Tensor, num_classes: int, n_anchors:
     return idx.flatten(1), weights.flatten(1)
 
 
-def _per_pixel_terms(z_self, mu_self, mu_other, y_self, valid, temperature, variant):
-    """ℓ(p) for the pixels p of one image of each pair, from their own class c = y(p). Shapes:
-    z_self (B, D, M) normalised, mu_* (B, K, D) normalised, y_self (B, M), valid (B, K) = C_ab."""
+def anchor_terms(z_self: torch.Tensor, mu_self: torch.Tensor, mu_other: torch.Tensor, y_self: torch.Tensor,
+                 valid: torch.Tensor, temperature: float = 0.1, variant: str = "inter") -> torch.Tensor:
+    """ℓ(p) for anchor pixels p of one image of each pair, given their class c = y(p) ∈ C_ab.
+
+    z_self: (B, D, M) L2-normalised embeddings of M anchors; mu_self, mu_other: (B, K, D) normalised
+    prototypes of the anchor's own image and of the other image; y_self: (B, M) int classes;
+    valid: (B, K) bool, the shared foreground classes C_ab. Returns (B, M). ``variant="intra"``
+    drops the other image's prototypes. (Entries whose class is not in C_ab are meaningless.)
+    """
     neg = torch.finfo(z_self.dtype).min / 4
     s_self = torch.einsum("bdn,bkd->bnk", z_self, mu_self) / temperature          # (B, N, K)
     s_other = torch.einsum("bdn,bkd->bnk", z_self, mu_other) / temperature
@@ -316,8 +322,8 @@ def local_contrastive_loss(z_a: torch.Tensor, z_b: torch.Tensor, y_a: torch.Tens
     idx_b, w_b = _anchors(y_b, shared, num_classes, n_anchors, generator)
     anc_a = za.gather(2, idx_a.unsqueeze(1).expand(-1, za.shape[1], -1))          # (B, D, M)
     anc_b = zb.gather(2, idx_b.unsqueeze(1).expand(-1, zb.shape[1], -1))
-    loss_a = _per_pixel_terms(anc_a, mu_a, mu_b, ya.gather(1, idx_a), shared, temperature, variant)
-    loss_b = _per_pixel_terms(anc_b, mu_b, mu_a, yb.gather(1, idx_b), shared, temperature, variant)
+    loss_a = anchor_terms(anc_a, mu_a, mu_b, ya.gather(1, idx_a), shared, temperature, variant)
+    loss_b = anchor_terms(anc_b, mu_b, mu_a, yb.gather(1, idx_b), shared, temperature, variant)
     per_pair = (w_a * loss_a).sum(1) + (w_b * loss_b).sum(1)                       # L_a + L_b, (B,)
     valid = shared.any(1).to(per_pair.dtype)
     return (per_pair * valid).sum() / valid.sum().clamp(min=1)
@@ -482,7 +488,9 @@ def mean_dice(model: nn.Module, images, labels, num_classes: int) -> float:
 
 
 def _best_val_tracker(model, split: Split, num_classes: int):
-    state = {"best": -1.0, "weights": copy.deepcopy(model.state_dict())}
+    # the starting weights are a candidate too, so a continuation can never end worse on validation
+    state = {"best": mean_dice(model, split.val_images, split.val_labels, num_classes),
+             "weights": copy.deepcopy(model.state_dict())}
 
     def eval_fn():
         score = mean_dice(model, split.val_images, split.val_labels, num_classes)
@@ -592,6 +600,27 @@ def evaluate_dice(model: nn.Module, images, labels, num_classes: int) -> np.ndar
     return np.concatenate([dice(p[None], l[None].long(), num_classes) for p, l in zip(preds, labs)])
 
 
+def continue_and_evaluate(model: nn.Module, start_state: dict, split: Split, cfg: Config,
+                          progress: bool = True, desc: str | None = None) -> dict:
+    """Load ``start_state`` (e.g. the baseline's weights), train under ``cfg`` and score the test set.
+
+    Returns ``{"dice": (N_test, C-1) array, "val_dice": best validation Dice, "history": History,
+    "pseudo": final pseudo-labels, "seconds": wall-clock seconds of training, "state": the final
+    (best-validation) weights, on the CPU}``.
+    """
+    import time
+
+    model.load_state_dict(start_state)
+    start = time.perf_counter()
+    history, pseudo = train_semi_supervised(model, split, cfg, progress=progress, desc=desc)
+    seconds = time.perf_counter() - start
+    num_classes = model.num_classes
+    return {"dice": evaluate_dice(model, split.test_images, split.test_labels, num_classes),
+            "val_dice": mean_dice(model, split.val_images, split.val_labels, num_classes),
+            "history": history, "pseudo": pseudo, "seconds": seconds,
+            "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+
+
 def dice_of_labels(preds, labels, num_classes: int) -> np.ndarray:
     """3-D Dice between lists of (D, H, W) label maps (e.g. pseudo-labels vs the hidden truth): (N, C-1)."""
     preds, labs = as_volumes(preds, "preds", integer=True), as_volumes(labels, "labels", integer=True)
@@ -599,6 +628,6 @@ def dice_of_labels(preds, labels, num_classes: int) -> np.ndarray:
 
 
 __all__ = ["as_volumes", "slices_of", "Split", "make_split", "UNetWithProjection", "class_prototypes",
-           "local_contrastive_loss", "predict_volumes", "largest_component", "pseudo_label",
+           "anchor_terms", "local_contrastive_loss", "predict_volumes", "largest_component", "pseudo_label",
            "spatial_augment", "intensity_augment", "make_pairs", "Config", "METHODS", "seg_loss_fn",
-           "mean_dice", "train_baseline", "train_semi_supervised", "evaluate_dice", "dice_of_labels"]
+           "mean_dice", "train_baseline", "train_semi_supervised", "evaluate_dice", "continue_and_evaluate", "dice_of_labels"]

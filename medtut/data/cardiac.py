@@ -183,7 +183,8 @@ def load_prostate_decathlon(root_dir: str | os.PathLike, section: str = "trainin
     root_dir = Path(root_dir)
     root_dir.mkdir(parents=True, exist_ok=True)
     transform = Compose([LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"]),
-                         Orientationd(["image", "label"], axcodes="RAS")])
+                         Orientationd(["image", "label"], axcodes="RAS",
+                                      labels=(("L", "R"), ("P", "A"), ("I", "S")))])
     ds = DecathlonDataset(root_dir, task="Task05_Prostate", section=section, transform=transform,
                           download=download, val_frac=val_frac, seed=seed, cache_rate=0.0, progress=False)
     subjects = []
