@@ -88,7 +88,7 @@ def _split_step_output(out: StepOutput, needs_loss: bool) -> tuple[torch.Tensor 
             raise ValueError("with an optimizer, step_fn must return a differentiable 'loss' tensor "
                              "(or pass optimizer=None and update the parameters inside step_fn)")
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {float(loss)}; lower the learning rate or "
+            raise FloatingPointError(f"the loss became {loss.item()}; lower the learning rate or "
                                      "check the inputs for NaN")
     return loss, metrics
 
