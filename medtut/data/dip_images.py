@@ -7,9 +7,15 @@ square and resized (64 x 64 in quick mode). Three inverse problems, each with a 
 * ``"inpaint"``  — ``x0 = m * x`` with a Bernoulli pixel mask ``m`` keeping a fraction ``keep`` of pixels;
 * ``"sr"``       — ``x0 = D(x)``, ``D`` = anti-aliased bicubic downsampling by ``factor`` (x4 by default).
 
-Real images (Colab): the classic DIP / Set5 / Set14 / Set12 images. We could not source published
-checksums for these files, so nothing is registered in :data:`medtut.data.REGISTRY` for them: put the
-images (PNG/JPEG/TIFF/BMP) in a folder of your own and load it with :func:`load_image_folder`.
+Real images (Colab):
+
+* Set5 and Set14 (high-resolution PNGs, Hugging Face mirror ``eugenesiow/Set5`` / ``Set14``) through
+  :func:`fetch_sr_set`. The only published checksums we could source are DeepInverse's (``deepinv``
+  ``Set5HR`` / ``Set14HR``), which hash the *extracted* folder (md5 of the files' md5 hex digests in
+  name order), not the archive; so these sets are verified after extraction by :func:`folder_md5` and
+  are not entries of :data:`medtut.data.REGISTRY` (whose checksum is the archive's).
+* Set12 and the classic DIP images (F16, the inpainting images...): we found no published checksum, so
+  they are a *user-supplied folder*: put the images in a folder and load it with :func:`load_image_folder`.
 """
 from __future__ import annotations
 
@@ -88,6 +94,54 @@ def load_image_folder(folder: str | Path, size: int = 64, limit: int | None = No
     return {p.stem: torch.from_numpy(to_grey_square(imread(p), size))[None] for p in files}
 
 
+# name -> (archive URL, extracted folder, DeepInverse's folder md5)
+SR_SETS = {
+    "Set5": ("https://huggingface.co/datasets/eugenesiow/Set5/resolve/main/data/Set5_HR.tar.gz", "Set5_HR",
+             "e128ede786dabb7ebeee99e5fa1ad985"),
+    "Set14": ("https://huggingface.co/datasets/eugenesiow/Set14/resolve/main/data/Set14_HR.tar.gz", "Set14_HR",
+              "3fce01c3dfe9760194e8a22f6bc032c5"),
+}
+
+
+def folder_md5(folder: str | Path) -> str:
+    """md5 of the concatenated md5 hex digests of the files of ``folder`` in name order (DeepInverse's
+    folder checksum)."""
+    import hashlib
+
+    folder = Path(folder)
+    total = hashlib.md5()
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.is_file():
+            total.update(hashlib.md5(path.read_bytes()).hexdigest().encode())
+    return total.hexdigest()
+
+
+def fetch_sr_set(name: str, root: str | Path | None = None) -> Path:
+    """Download (once) Set5 or Set14, extract it and verify its folder checksum; return the image folder.
+
+    Network needed on the first call (Colab). A folder already present is verified, not re-downloaded.
+    """
+    if name not in SR_SETS:
+        raise ValueError(f"unknown set {name!r}; available: {list(SR_SETS)}")
+    from . import data_root
+
+    url, sub, expected = SR_SETS[name]
+    base = Path(root) if root is not None else data_root()
+    folder = base / name / sub
+    if not folder.is_dir():
+        from monai.apps import download_url, extractall
+
+        archive = base / name / url.rsplit("/", 1)[-1]
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        download_url(url, filepath=str(archive))          # no archive checksum is published: verified below
+        extractall(str(archive), output_dir=str(base / name))
+    got = folder_md5(folder)
+    if got != expected:
+        raise ValueError(f"{name}: folder checksum mismatch in {folder}: expected {expected}, got {got}; "
+                         "delete the folder to download it again")
+    return folder
+
+
 def downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
     """The SR forward operator ``D``: (B, C, H, W) → (B, C, H/factor, W/factor), anti-aliased bicubic."""
     if image.ndim != 4:
@@ -153,5 +207,6 @@ def make_problem(image: torch.Tensor, task: str, seed: int = 0, name: str = "ima
     return DIPProblem(task, name, image, observed, mask, sigma, keep, factor)
 
 
-__all__ = ["TASKS", "IMAGE_NAMES", "to_grey_square", "load_test_image", "load_image_folder", "downsample",
+__all__ = ["TASKS", "IMAGE_NAMES", "to_grey_square", "load_test_image", "load_image_folder", "SR_SETS",
+           "folder_md5", "fetch_sr_set", "downsample",
            "DIPProblem", "make_problem"]
