@@ -36,7 +36,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .train import History, fit
 
@@ -82,7 +81,8 @@ def cartesian_mask(shape: tuple[int, int], acceleration: float, center_lines: in
         ``"variable_density"`` (the paper's kind): the ``center_lines`` columns around the zero frequency
         are always sampled, and the other ``round(W / acceleration) - center_lines`` columns are drawn
         without replacement with probability ∝ ``(1 - |k| / k_max) ** decay`` (denser near the centre).
-        The number of sampled columns is exact. ``"random"`` and ``"equispaced"`` use MONAI's
+        The number of sampled columns is exact, and masks drawn with the same seed are nested across
+        accelerations. ``"random"`` and ``"equispaced"`` use MONAI's
         ``RandomKspaceMask`` / ``EquispacedKspaceMask`` (fastMRI's recipes; the random one hits the
         acceleration only on average).
 
@@ -97,16 +97,19 @@ def cartesian_mask(shape: tuple[int, int], acceleration: float, center_lines: in
     if not 0 <= center_lines <= n_sampled:
         raise ValueError(f"center_lines must be in [0, round(W / acceleration) = {n_sampled}]; got {center_lines}")
     if kind == "variable_density":
+        # Weighted sampling without replacement by the Gumbel-top-k trick: sort columns by
+        # log p + Gumbel noise and take the first ones. With the same seed the masks for different
+        # accelerations are nested (R = 5 ⊂ R = 4 ⊂ ...), so "fewer measurements" is the only change.
         rng = np.random.default_rng(seed)
         cols = np.zeros(w, dtype=bool)
         start = w // 2 - center_lines // 2
         cols[start:start + center_lines] = True
         k = np.abs(np.arange(w) - w // 2) / (w / 2)
-        p = np.clip(1.0 - k, 1e-3, None) ** decay
-        p[cols] = 0.0
+        keys = decay * np.log(np.clip(1.0 - k, 1e-3, None)) + rng.gumbel(size=w)
+        keys[cols] = -np.inf
         extra = n_sampled - center_lines
         if extra > 0:
-            cols[rng.choice(w, size=extra, replace=False, p=p / p.sum())] = True
+            cols[np.argsort(-keys, kind="stable")[:extra]] = True
     elif kind in ("random", "equispaced"):
         from monai.apps.reconstruction.transforms.array import EquispacedKspaceMask, RandomKspaceMask
         cls = RandomKspaceMask if kind == "random" else EquispacedKspaceMask
@@ -617,27 +620,37 @@ class MALAResult:
                 "max R-hat": float(np.nanmax(self.rhat)), "kept": int(self.samples.shape[0] * self.samples.shape[1])}
 
 
-def mala_proposal(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise: torch.Tensor) -> torch.Tensor:
-    """Langevin proposal ``z' = z + ε ∇log π(z) + √(2ε) ξ`` (ε = step_size, ξ = noise ~ N(0, I))."""
-    return z + step_size * grad + math.sqrt(2.0 * step_size) * noise
+def mala_proposal(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise: torch.Tensor,
+                  precond: torch.Tensor | None = None) -> torch.Tensor:
+    """Langevin proposal ``z' = z + ε D ∇log π(z) + √(2ε) D^½ ξ`` (ε = step_size, ξ = noise ~ N(0, I)).
+
+    D = diag(precond) is an optional fixed diagonal preconditioner (a "mass matrix" inverse); None means
+    D = I, the plain proposal ``z + ε ∇log π(z) + √(2ε) ξ``.
+    """
+    if precond is None:
+        return z + step_size * grad + math.sqrt(2.0 * step_size) * noise
+    return z + step_size * precond * grad + torch.sqrt(2.0 * step_size * precond) * noise
 
 
-def mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, step_size: float) -> torch.Tensor:
+def mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, step_size: float,
+                          precond: torch.Tensor | None = None) -> torch.Tensor:
     """log α = log π(z') − log π(z) + log q(z | z') − log q(z' | z), per chain: (n_chains,).
 
-    q(a | b) = N(a; b + ε ∇log π(b), 2ε I), so log q(a | b) = −‖a − b − ε ∇log π(b)‖² / (4ε) + const.
-    This is the textbook Metropolis-Hastings ratio; the target and the proposal terms carry the same
-    weight (the official code scales only the first by 1/50, which breaks detailed balance).
+    q(a | b) = N(a; b + ε D ∇log π(b), 2ε D), so log q(a | b) = −‖a − b − ε D ∇log π(b)‖²_{D⁻¹} / (4ε)
+    + const (D = I without a preconditioner). This is the textbook Metropolis-Hastings ratio; the
+    target and the proposal terms carry the same weight (the official code scales only the first by
+    1/50, which breaks detailed balance).
     """
-    fwd = ((z_new - z - step_size * grad) ** 2).flatten(1).sum(1)
-    bwd = ((z - z_new - step_size * grad_new) ** 2).flatten(1).sum(1)
+    d = torch.ones_like(z) if precond is None else precond
+    fwd = ((z_new - z - step_size * d * grad) ** 2 / d).flatten(1).sum(1)
+    bwd = ((z - z_new - step_size * d * grad_new) ** 2 / d).flatten(1).sum(1)
     return lp_new - lp + (fwd - bwd) / (4.0 * step_size)
 
 
 def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_steps: int, *,
          step_size: float = 1e-2, burn_in: int | None = None, thin: int = 1, adapt: bool = True,
-         target_accept: float = 0.57, generator: torch.Generator | None = None, progress: bool = False,
-         desc: str = "MALA") -> MALAResult:
+         target_accept: float = 0.57, precond: torch.Tensor | None = None,
+         generator: torch.Generator | None = None, progress: bool = False, desc: str = "MALA") -> MALAResult:
     """Metropolis-adjusted Langevin sampling of ``π ∝ exp(log_prob)`` with several chains.
 
     log_prob: differentiable, maps states (n_chains, *shape) to (n_chains,) log densities (unnormalised).
@@ -650,6 +663,10 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
     at the end of burn-in ε is frozen at the geometric mean of its second-half values, so the kept chain
     is a proper (non-adaptive) MH chain. 0.57 is the asymptotically optimal MALA acceptance (Roberts &
     Rosenthal 1998). All chains share one ε.
+
+    precond: optional fixed positive diagonal preconditioner D, shape ``shape`` (broadcast over
+    chains): proposals ``z + ε D ∇ + √(2ε) D^½ ξ`` with the matching MH ratio (Roberts & Stramer 2002).
+    Use it when coordinates live on very different scales (e.g. D = the encoder's posterior variances).
     """
     if not isinstance(z0, torch.Tensor) or not z0.is_floating_point() or z0.ndim < 2:
         got = f"{tuple(z0.shape)} {z0.dtype}" if isinstance(z0, torch.Tensor) else type(z0).__name__
@@ -668,6 +685,11 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
         raise ValueError(f"step_size must be a positive finite float; got {step_size}")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be in (0, 1); got {target_accept}")
+    if precond is not None:
+        if tuple(precond.shape) != tuple(z0.shape[1:]) or not bool((precond > 0).all()):
+            raise ValueError(f"precond must be positive with shape {tuple(z0.shape[1:])} (one value per "
+                             f"coordinate); got shape {tuple(precond.shape)}")
+        precond = precond.to(dtype=z0.dtype, device=z0.device).unsqueeze(0)
 
     z = z0.detach().clone()
     lp, grad = _value_and_grad(log_prob, z)
@@ -685,9 +707,9 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
     for t in iterator:
         eps = math.exp(log_eps)
         noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
-        z_new = mala_proposal(z, grad, eps, noise)
+        z_new = mala_proposal(z, grad, eps, noise, precond)
         lp_new, grad_new = _value_and_grad(log_prob, z_new)
-        log_alpha = mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, eps)
+        log_alpha = mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, eps, precond)
         log_alpha = torch.nan_to_num(log_alpha, nan=-math.inf)
         u = torch.rand(n_chains, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
         accept = torch.log(u) < log_alpha
@@ -749,6 +771,20 @@ class PosteriorReconstruction:
     latent: MALAResult
     complex_samples: torch.Tensor = field(repr=False, default=None)
 
+    def _by_chain(self) -> torch.Tensor:
+        n_chains = self.latent.samples.shape[0]
+        return self.samples.reshape(n_chains, -1, *self.samples.shape[1:])
+
+    @cached_property
+    def image_ess(self) -> np.ndarray:
+        """ESS of every pixel of the image samples, (H, W): the mixing of what we actually report."""
+        return effective_sample_size(self._by_chain())
+
+    @cached_property
+    def image_rhat(self) -> np.ndarray:
+        """Split-R̂ of every pixel of the image samples, (H, W)."""
+        return split_rhat(self._by_chain())
+
     def interval(self, level: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel-wise central credible interval from the sample quantiles: (lower, upper), each (H, W)."""
         if not 0 < level < 1:
@@ -761,8 +797,9 @@ class PosteriorReconstruction:
 def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: SpatialVAE, *, noise_std: float,
                            sens: torch.Tensor | None = None, n_chains: int = 4, n_steps: int = 2000,
                            burn_in: int = 500, thin: int = 5, step_size: float = 1e-3,
-                           target_accept: float = 0.57, init_spread: float = 1.0, seed: int = 0,
-                           method: str = "auto", cg_iters: int = 30, progress: bool = False) -> PosteriorReconstruction:
+                           target_accept: float = 0.57, init_spread: float = 1.0, precondition: bool = True,
+                           seed: int = 0, method: str = "auto", cg_iters: int = 30,
+                           progress: bool = False) -> PosteriorReconstruction:
     """From measured k-space to possible reconstructions: the paper's pipeline end to end.
 
     kspace: (C, H, W) complex (or (H, W) for one coil) with zeros where ``mask`` (H, W) does not sample;
@@ -771,7 +808,10 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
 
     1. Start every chain at the encoder's q(z | |zero-filled|): its mean plus ``init_spread`` times its
        std times N(0, I) noise (over-dispersed starts make R̂ meaningful).
-    2. Run :func:`mala` on :func:`latent_log_posterior`.
+    2. Run :func:`mala` on :func:`latent_log_posterior`. With ``precondition`` (our addition, not the
+       paper's), the proposal is scaled per latent coordinate by the encoder's variance
+       D = diag(exp(z_logvar)): latents the data pin down get small moves, latents the decoder ignores
+       (background) get prior-sized moves, so one step size suits both.
     3. Turn every kept z into :func:`data_consistent_image`; report magnitudes, pixel-wise mean and std.
     """
     y = _check_kspace(kspace, mask, sens)
@@ -794,8 +834,9 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
             (n_chains, *z_mean.shape[1:]), generator=gen).to(device)
         log_prob = latent_log_posterior(vae, y, mask_d, noise_std=noise_std, sens=sens_d, method=method,
                                         cg_iters=cg_iters)
+        precond = torch.exp(z_logvar[0]) if precondition else None
         result = mala(log_prob, z0, n_steps, step_size=step_size, burn_in=burn_in, thin=thin,
-                      target_accept=target_accept, generator=gen, progress=progress)
+                      target_accept=target_accept, precond=precond, generator=gen, progress=progress)
         with torch.no_grad():
             z = result.samples.reshape(-1, *vae.latent_shape).to(device)
             images = []
