@@ -50,10 +50,11 @@ def budget(full: T, quick: T) -> T:
 def default_num_threads(cpu_count: int | None = None) -> int:
     """The torch CPU thread count medtut chooses when ``MEDTUT_THREADS`` is unset.
 
-    Measured on the 2-core CI machine (``benchmarks/threads.py``): the small networks of this book run
-    several times *slower* with 2 threads than with 1, because the per-op work is too small to pay
-    for synchronisation and the second core is shared with the notebook kernel, pytest and the OS.
-    So machines with at most 4 cores get 1 thread; larger machines get half their cores (at most 8).
+    Measured on the 2-core CI machine (``benchmarks/threads.py``): with both cores idle, 2 threads run
+    the book's small networks 1.3-1.5x faster than 1; as soon as another process keeps the second core
+    busy (CI runs one notebook per core) 2 threads are 2.7-2.8x *slower*, and 10-30x slower when that
+    process is itself a multi-threaded torch job. The safe choice is 1 thread on machines with at most 4
+    cores; larger machines get half their cores (at most 8). ``MEDTUT_THREADS`` overrides it.
     """
     n = os.cpu_count() if cpu_count is None else cpu_count
     n = n or 1

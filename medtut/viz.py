@@ -31,6 +31,16 @@ METHOD_COLORS: dict[str, str] = {
     "isnas pick": "#0072B2",
     "posterior mean": "#0072B2",
     "local contrastive + refresh": "#009E73",
+    # chapter 7: one hue per base loss, light without and dark with the ALM constraint
+    "bce + alm": "#0072B2",
+    "w-bce": "#F0B45A",
+    "w-bce + alm": "#D55E00",
+    "s-fl": "#A6DBA0",
+    "s-fl + alm": "#009E73",
+    "a-fl": "#E7B5D6",
+    "a-fl + alm": "#9C4F7E",
+    "mbauc": "#C9B77E",
+    "mbauc + alm": "#7A5C12",
     "oracle": "#000000",
     "ground truth": "#000000",
 }
