@@ -604,6 +604,7 @@ class MALAResult:
     n_steps: int = 0
     burn_in: int = 0
     thin: int = 1
+    n_restarted: int = 0
 
     @cached_property
     def ess(self) -> np.ndarray:
@@ -650,7 +651,8 @@ def mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, step_size: float
 def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_steps: int, *,
          step_size: float = 1e-2, burn_in: int | None = None, thin: int = 1, adapt: bool = True,
          target_accept: float = 0.57, precond: torch.Tensor | None = None,
-         generator: torch.Generator | None = None, progress: bool = False, desc: str = "MALA") -> MALAResult:
+         restart_below: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
+         desc: str = "MALA") -> MALAResult:
     """Metropolis-adjusted Langevin sampling of ``π ∝ exp(log_prob)`` with several chains.
 
     log_prob: differentiable, maps states (n_chains, *shape) to (n_chains,) log densities (unnormalised).
@@ -667,6 +669,12 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
     precond: optional fixed positive diagonal preconditioner D, shape ``shape`` (broadcast over
     chains): proposals ``z + ε D ∇ + √(2ε) D^½ ξ`` with the matching MH ratio (Roberts & Stramer 2002).
     Use it when coordinates live on very different scales (e.g. D = the encoder's posterior variances).
+
+    restart_below: optional, in nats. Half-way and three quarters through burn-in, every chain whose log
+    density is more than ``restart_below`` below the median chain's is moved to the current state of a
+    randomly picked chain that is not (a chain stuck in a minor mode holding e^-60 of the mass would
+    otherwise stay there for the whole run). Like the starting point, this happens before any sample is kept, so the
+    kept chains are still plain MH chains; ``n_restarted`` in the result says how many were moved.
     """
     if not isinstance(z0, torch.Tensor) or not z0.is_floating_point() or z0.ndim < 2:
         got = f"{tuple(z0.shape)} {z0.dtype}" if isinstance(z0, torch.Tensor) else type(z0).__name__
@@ -685,6 +693,8 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
         raise ValueError(f"step_size must be a positive finite float; got {step_size}")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be in (0, 1); got {target_accept}")
+    if restart_below is not None and not restart_below > 0:
+        raise ValueError(f"restart_below must be None or > 0 (nats); got {restart_below}")
     if precond is not None:
         if tuple(precond.shape) != tuple(z0.shape[1:]) or not bool((precond > 0).all()):
             raise ValueError(f"precond must be positive with shape {tuple(z0.shape[1:])} (one value per "
@@ -700,6 +710,7 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
     step_sizes = np.empty(burn_in)
     kept, kept_lp = [], []
     accepted_burn, accepted_main = 0, 0
+    n_restarted = 0
     iterator = range(n_steps)
     if progress:
         from tqdm.auto import tqdm
@@ -722,6 +733,14 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
             if adapt:
                 alpha_mean = float(torch.exp(log_alpha.clamp(max=0.0)).mean())
                 log_eps += (t + 1) ** -0.6 * (alpha_mean - target_accept)
+            if restart_below is not None and t in (burn_in // 2, (3 * burn_in) // 4):
+                stuck = lp < lp.median() - restart_below
+                if bool(stuck.any()):
+                    good = torch.nonzero(~stuck).flatten()
+                    pick = good[torch.randint(len(good), (int(stuck.sum()),), generator=generator).to(good.device)]
+                    z, lp, grad = z.clone(), lp.clone(), grad.clone()
+                    z[stuck], lp[stuck], grad[stuck] = z[pick], lp[pick], grad[pick]
+                    n_restarted += int(stuck.sum())
             step_sizes[t] = log_eps
             if t == burn_in - 1 and adapt:
                 log_eps = float(np.mean(step_sizes[burn_in // 2:]))
@@ -735,7 +754,8 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
         samples=torch.stack(kept, dim=1).cpu(), log_probs=torch.stack(kept_lp, dim=1).cpu(),
         acceptance_rate=accepted_main / (main_steps * n_chains),
         burn_in_acceptance_rate=accepted_burn / (burn_in * n_chains) if burn_in else float("nan"),
-        step_size=math.exp(log_eps), step_sizes=np.exp(step_sizes), n_steps=n_steps, burn_in=burn_in, thin=thin)
+        step_size=math.exp(log_eps), step_sizes=np.exp(step_sizes), n_steps=n_steps, burn_in=burn_in, thin=thin,
+        n_restarted=n_restarted)
 
 
 def gaussian_linear_posterior(A: torch.Tensor, y: torch.Tensor, noise_std: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -798,8 +818,8 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
                            sens: torch.Tensor | None = None, n_chains: int = 4, n_steps: int = 2000,
                            burn_in: int = 500, thin: int = 5, step_size: float = 1e-3,
                            target_accept: float = 0.57, init_spread: float = 1.0, precondition: bool = True,
-                           seed: int = 0, method: str = "auto", cg_iters: int = 30,
-                           progress: bool = False) -> PosteriorReconstruction:
+                           restart_below: float | None = None, seed: int = 0, method: str = "auto",
+                           cg_iters: int = 30, progress: bool = False) -> PosteriorReconstruction:
     """From measured k-space to possible reconstructions: the paper's pipeline end to end.
 
     kspace: (C, H, W) complex (or (H, W) for one coil) with zeros where ``mask`` (H, W) does not sample;
@@ -811,7 +831,8 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
     2. Run :func:`mala` on :func:`latent_log_posterior`. With ``precondition`` (our addition, not the
        paper's), the proposal is scaled per latent coordinate by the encoder's variance
        D = diag(exp(z_logvar)): latents the data pin down get small moves, latents the decoder ignores
-       (background) get prior-sized moves, so one step size suits both.
+       (background) get prior-sized moves, so one step size suits both. ``restart_below`` (nats) moves
+       chains stuck far below the others during burn-in (see :func:`mala`).
     3. Turn every kept z into :func:`data_consistent_image`; report magnitudes, pixel-wise mean and std.
     """
     y = _check_kspace(kspace, mask, sens)
@@ -836,7 +857,8 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
                                         cg_iters=cg_iters)
         precond = torch.exp(z_logvar[0]) if precondition else None
         result = mala(log_prob, z0, n_steps, step_size=step_size, burn_in=burn_in, thin=thin,
-                      target_accept=target_accept, precond=precond, generator=gen, progress=progress)
+                      target_accept=target_accept, precond=precond,
+                      restart_below=restart_below, generator=gen, progress=progress)
         with torch.no_grad():
             z = result.samples.reshape(-1, *vae.latent_shape).to(device)
             images = []

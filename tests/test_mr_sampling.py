@@ -359,3 +359,21 @@ def test_preconditioned_mala_samples_an_anisotropic_gaussian():
     assert res.summary()["min ESS"] > 500
     with pytest.raises(ValueError, match="precond"):
         mr.mala(log_prob, torch.zeros(4, 2, dtype=torch.float64), 10, precond=torch.tensor([1.0, -1.0]))
+
+
+def test_restart_below_moves_a_stuck_chain_during_burn_in_only():
+    """A chain started 40 sd away is moved to another chain's state half-way through burn-in."""
+    def log_prob(z):
+        return -0.5 * (z ** 2).sum(1)
+
+    z0 = torch.zeros(4, 2, dtype=torch.float64)
+    z0[2] = 40.0
+    res = mr.mala(log_prob, z0, 400, step_size=1e-4, burn_in=20, adapt=False, restart_below=30.0,
+                  generator=torch.Generator().manual_seed(0))
+    assert res.n_restarted == 1
+    assert float(res.samples.abs().max()) < 10.0
+    plain = mr.mala(log_prob, z0, 400, step_size=1e-4, burn_in=20, adapt=False,
+                    generator=torch.Generator().manual_seed(0))
+    assert plain.n_restarted == 0 and float(plain.samples.abs().max()) > 30.0
+    with pytest.raises(ValueError, match="restart_below"):
+        mr.mala(log_prob, z0, 10, restart_below=-1.0)
