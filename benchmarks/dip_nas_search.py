@@ -42,8 +42,10 @@ def main() -> None:
     kw = dict(in_channels=8, width=args.width, device=device)
 
     t0 = time.perf_counter()
-    scores = {(p.task, p.name): {n: dn.score_architecture(n, p, num_inits=args.inits, seed=args.seed, **kw)
-                                 for n in pool + [default]} for p in problems}
+    scores = {(p.task, p.name): {} for p in problems}
+    for n in pool + [default]:
+        for p, sc in zip(problems, dn.score_architecture(n, problems, num_inits=args.inits, seed=args.seed, **kw)):
+            scores[(p.task, p.name)][n] = sc
     t_score = time.perf_counter() - t0
     t0 = time.perf_counter()
     runs = dn.train_pool(pool + [default], problems, args.steps, seed=args.seed, **kw)

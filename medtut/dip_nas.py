@@ -155,35 +155,39 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.M
     return nn.Sequential(pad, nn.Conv2d(cin, cout, k, stride=stride, groups=groups))
 
 
-def _block(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Module:
-    return nn.Sequential(_conv(cin, cout, k, stride), nn.BatchNorm2d(cout, track_running_stats=False), nn.LeakyReLU(0.2))
+def _block(cin: int, cout: int, k: int = 3, stride: int = 1, copies: int = 1) -> nn.Module:
+    """conv → BN → LReLU on ``copies`` independent channel groups of ``cin`` → ``cout`` channels each."""
+    return nn.Sequential(_conv(cin * copies, cout * copies, k, stride, groups=copies),
+                         nn.BatchNorm2d(cout * copies, track_running_stats=False), nn.LeakyReLU(0.2))
 
 
 class UpCell(nn.Module):
     """The searched upsampling cell: x2 spatial primitive, then conv op (+ BN) and activation.
 
-    (B, C, h, w) → (B, C, 2h, 2w).
+    (B, copies * C, h, w) → (B, copies * C, 2h, 2w); ``copies`` independent networks live side by side
+    as channel groups (see :class:`SearchableNet`).
     """
 
-    def __init__(self, arch: Arch, channels: int):
+    def __init__(self, arch: Arch, channels: int, copies: int = 1):
         super().__init__()
         self.primitive = arch.primitive
-        c, k = channels, arch.kernel
+        c, k, g = channels, arch.kernel, copies
         if arch.primitive == "pixelshuffle":
-            self.spatial = nn.Sequential(nn.Conv2d(c, 4 * c, 1), nn.PixelShuffle(2))
+            # a grouped 1x1 conv keeps each copy's 4c channels contiguous, which is what PixelShuffle reads
+            self.spatial = nn.Sequential(nn.Conv2d(g * c, g * 4 * c, 1, groups=g), nn.PixelShuffle(2))
         elif arch.primitive == "transposed":
-            self.spatial = nn.ConvTranspose2d(c, c, 4, stride=2, padding=1)
+            self.spatial = nn.ConvTranspose2d(g * c, g * c, 4, stride=2, padding=1, groups=g)
         else:
             self.spatial = None
         if arch.conv_op == "conv":
-            op = _conv(c, c, k)
+            op = _conv(g * c, g * c, k, groups=g)
         elif arch.conv_op == "separable":
-            op = nn.Sequential(_conv(c, c, k, groups=c), nn.Conv2d(c, c, 1))
+            op = nn.Sequential(_conv(g * c, g * c, k, groups=g * c), nn.Conv2d(g * c, g * c, 1, groups=g))
         elif arch.conv_op == "depthwise":
-            op = _conv(c, c, k, groups=c)
+            op = _conv(g * c, g * c, k, groups=g * c)
         else:
             op = None
-        self.op = nn.Identity() if op is None else nn.Sequential(op, nn.BatchNorm2d(c, track_running_stats=False))
+        self.op = nn.Identity() if op is None else nn.Sequential(op, nn.BatchNorm2d(g * c, track_running_stats=False))
         self.act = _act(arch.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,24 +208,38 @@ class SearchableNet(nn.Module):
     ``s_j`` to H / 2^k (average pooling down, bilinear up) and mixes it with a 1 x 1 conv block.
     Output: 1 x 1 conv + sigmoid. Input (B, in_channels, H, W) → (B, out_channels, H, W), H and W
     divisible by 2^L.
+
+    ``copies > 1`` holds that many *independent* networks of the same architecture as channel groups:
+    every convolution is grouped, and BatchNorm, padding, resampling and activations act per channel, so
+    (B, copies * in_channels, H, W) → (B, copies * out_channels, H, W) where copy ``i`` sees only its own
+    channels. DIP uses this to fit one network per image in a single pass (one set of small kernels
+    instead of ``copies`` sets: on a CPU a step costs about what one network's step costs).
     """
 
-    def __init__(self, arch: Arch, in_channels: int = 8, out_channels: int = 1, width: int = 16):
+    def __init__(self, arch: Arch, in_channels: int = 8, out_channels: int = 1, width: int = 16,
+                 copies: int = 1):
         super().__init__()
-        self.arch, self.name = arch, arch.name
-        L, c = arch.levels, width
-        self.stem = _block(in_channels, c)
-        self.down = nn.ModuleList([nn.Sequential(_block(c, c, 3, stride=2), _block(c, c)) for _ in range(L)])
-        self.up = nn.ModuleList([UpCell(arch, c) for _ in range(L)])
-        self.links = nn.ModuleDict({f"{k}_{j}": _block(c, c, k=1) for k in range(L) for j in range(L)
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1; got {copies}")
+        self.arch, self.name, self.copies = arch, arch.name, copies
+        self.in_channels, self.out_channels = in_channels, out_channels
+        L, c, g = arch.levels, width, copies
+        self.stem = _block(in_channels, c, copies=g)
+        self.down = nn.ModuleList([nn.Sequential(_block(c, c, 3, stride=2, copies=g), _block(c, c, copies=g))
+                                   for _ in range(L)])
+        self.up = nn.ModuleList([UpCell(arch, c, g) for _ in range(L)])
+        self.links = nn.ModuleDict({f"{k}_{j}": _block(c, c, k=1, copies=g) for k in range(L) for j in range(L)
                                     if arch.skip[k][j]})
-        self.dec = nn.ModuleList([nn.Sequential(nn.BatchNorm2d(c, track_running_stats=False), _block(c, c)) for _ in range(L)])
-        self.head = nn.Conv2d(c, out_channels, 1)
+        self.dec = nn.ModuleList([nn.Sequential(nn.BatchNorm2d(g * c, track_running_stats=False),
+                                                _block(c, c, copies=g)) for _ in range(L)])
+        self.head = nn.Conv2d(g * c, g * out_channels, 1, groups=g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         L = self.arch.levels
         if x.ndim != 4 or x.shape[-1] % 2 ** L or x.shape[-2] % 2 ** L:
             raise ValueError(f"input must be (B, C, H, W) with H, W divisible by 2^{L}; got {tuple(x.shape)}")
+        if x.shape[1] != self.copies * self.in_channels:
+            raise ValueError(f"expected {self.copies} x {self.in_channels} input channels; got {x.shape[1]}")
         feats = [self.stem(x)]
         for down in self.down:
             feats.append(down(feats[-1]))
@@ -241,9 +259,14 @@ class SearchableNet(nn.Module):
 
 
 def build_model(name: str | Arch, in_channels: int = 8, out_channels: int = 1, width: int = 16,
-                seed: int | None = None, device: torch.device | str | None = None) -> SearchableNet:
+                seed: int | None = None, device: torch.device | str | None = None,
+                copies: int = 1) -> SearchableNet:
     """Instantiate an architecture from its name (weights drawn from ``seed`` without touching the
-    global random state when a seed is given)."""
+    global random state when a seed is given).
+
+    With ``copies > 1`` every copy starts from the weights the single network would get: every
+    parameter of the grouped model is the single model's parameter repeated along its first dimension.
+    """
     arch = name if isinstance(name, Arch) else Arch.from_name(name)
     if seed is None:
         model = SearchableNet(arch, in_channels, out_channels, width)
@@ -251,6 +274,13 @@ def build_model(name: str | Arch, in_channels: int = 8, out_channels: int = 1, w
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = SearchableNet(arch, in_channels, out_channels, width)
+    if copies > 1:
+        grouped = SearchableNet(arch, in_channels, out_channels, width, copies=copies)
+        single = model.state_dict()
+        grouped.load_state_dict({k: torch.cat([single[k]] * copies) for k in grouped.state_dict()})
+        model = grouped
+    elif copies < 1:
+        raise ValueError(f"copies must be >= 1; got {copies}")
     return model.to(device if device is not None else get_device())
 
 
@@ -309,13 +339,12 @@ def fit_dip(name: str | Arch, problems: DIPProblem | Sequence[DIPProblem], num_s
     (``y_1 = f_1``); PSNR of ``f_t`` and ``y_t`` against the ground truth is recorded at every step.
 
     A list of problems (same H x W) trains one independent copy of the network per problem *at once*:
-    the copies' weights are stacked and the forward pass is vectorised with ``torch.func.vmap``; the
-    summed loss gives each copy the gradient of its own loss and Adam acts element-wise, so this equals
-    separate runs with the same seed (about twice as fast on a CPU). Same seed, same result.
+    the copies are channel groups of one grouped network (``build_model(..., copies=P)``), each starting
+    from the same seeded weights and seeing the same code and jitter; the summed loss gives each copy the
+    gradient of its own loss and Adam acts element-wise, so this equals separate runs with the same seed
+    (up to float rounding) at about the cost of one run on a CPU. Same seed, same result.
     Returns one :class:`DIPResult` per problem (a single one for a single problem).
     """
-    from torch.func import functional_call, stack_module_state, vmap
-
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
     if not 0 <= ema < 1:
@@ -331,16 +360,9 @@ def fit_dip(name: str | Arch, problems: DIPProblem | Sequence[DIPProblem], num_s
     C, H, W = shapes.pop()
     device = torch.device(device) if device is not None else get_device()
     P = len(probs)
-    models = [build_model(name, in_channels, C, width, seed=seed, device=device) for _ in range(P)]
-    arch_name = models[0].name
-    params, buffers = stack_module_state(models)
-    skeleton = copy.deepcopy(models[0]).to("meta")
-
-    def one(p, b, x):
-        return functional_call(skeleton, (p, b), (x,))
-
-    forward = vmap(one, in_dims=(0, 0, None))  # (1, in, H, W) -> (P, 1, C, H, W)
-    eta = input_code((1, in_channels, H, W), seed=seed + 1).to(device)
+    model = build_model(name, in_channels, C, width, seed=seed, device=device, copies=P)
+    arch_name = model.name
+    eta = input_code((1, in_channels, H, W), seed=seed + 1).to(device).repeat(1, P, 1, 1)   # same code per copy
     clean = torch.stack([p.clean for p in probs]).to(device)                     # (P, C, H, W)
     observed = [p.observed[None].to(device) for p in probs]
     ops = [DIPProblem(p.task, p.name, p.clean, p.observed, None if p.mask is None else p.mask.to(device),
@@ -348,11 +370,12 @@ def fit_dip(name: str | Arch, problems: DIPProblem | Sequence[DIPProblem], num_s
     gen = torch.Generator(device=device).manual_seed(seed + 2)
     curves = torch.zeros(num_steps, P, 2, device=device)                         # PSNR raw / EMA
     state: dict = {"ema": None, "t": 0}
-    optimizer = torch.optim.Adam(list(params.values()), lr=lr)
+    # foreach: one fused update over all tensors (on a CPU the per-tensor loop is a quarter of a step)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
 
     def step(_):
-        noise = torch.randn(eta.shape, generator=gen, device=device) * jitter
-        out = forward(params, buffers, eta + noise)                               # (P, 1, C, H, W)
+        noise = torch.randn((1, in_channels, H, W), generator=gen, device=device) * jitter
+        out = model(eta + noise.repeat(1, P, 1, 1)).view(P, 1, C, H, W)           # copy i = problem i
         losses = torch.stack([F.mse_loss(op(out[i]), x0) for i, (op, x0) in enumerate(zip(ops, observed))])
         with torch.no_grad():
             d = out.detach()[:, 0]
@@ -363,6 +386,7 @@ def fit_dip(name: str | Arch, problems: DIPProblem | Sequence[DIPProblem], num_s
         return {"loss": losses.sum()}
 
     t0 = time.perf_counter()
+    model.train()  # DIP runs BatchNorm on the current image's statistics throughout
     history = fit(step, optimizer, num_steps=num_steps, desc=f"DIP {arch_name}", progress=progress)
     wall = time.perf_counter() - t0
     curves_np = curves.cpu().numpy().astype(np.float64)
@@ -504,30 +528,53 @@ def random_output(name: str | Arch, problem: DIPProblem, seed: int = 0, in_chann
     model = build_model(name, in_channels, C, width, seed=seed, device=device)
     model.train()  # DIP always runs its BatchNorm layers in training mode
     eta = input_code((1, in_channels, H, W), seed=seed + 1).to(next(model.parameters()).device)
-    out = model(eta)
+    return _as_seen_by(problem, model(eta))
+
+
+def _as_seen_by(problem: DIPProblem, out: torch.Tensor) -> torch.Tensor:
+    """(1, C, H, W) network output → (C, h, w) on CPU at the size of the problem's observation."""
     if problem.task == "sr":
         from .data.dip_images import downsample
         out = downsample(out, problem.factor)
     return out[0].cpu()
 
 
-def score_architecture(name: str | Arch, problem: DIPProblem, num_inits: int = 3, seed: int = 0,
-                       metrics: Sequence[str] = tuple(METRICS), in_channels: int = 8, width: int = 16,
-                       device: torch.device | str | None = None) -> dict[str, float]:
+def score_architecture(name: str | Arch, problem: DIPProblem | Sequence[DIPProblem], num_inits: int = 3,
+                       seed: int = 0, metrics: Sequence[str] = tuple(METRICS), in_channels: int = 8,
+                       width: int = 16, device: torch.device | str | None = None
+                       ) -> dict[str, float] | list[dict[str, float]]:
     """Each metric between the corrupted image and the random output, averaged over ``num_inits``
-    random initialisations (seeds ``seed, seed + 1000, ...``). Lower = predicted better."""
+    random initialisations (seeds ``seed, seed + 1000, ...``). Lower = predicted better.
+
+    Given a list of problems (same image size), each initialisation's random output is computed once and
+    compared with every problem's observation; returns one dict per problem.
+    """
     if num_inits < 1:
         raise ValueError(f"num_inits must be >= 1; got {num_inits}")
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; available: {list(METRICS)}")
-    values: dict[str, list[float]] = {m: [] for m in metrics}
+    single = isinstance(problem, DIPProblem)
+    probs = [problem] if single else list(problem)
+    if not probs or not all(isinstance(p, DIPProblem) for p in probs):
+        raise ValueError("problem must be a DIPProblem or a non-empty list of them")
+    shapes = {tuple(p.clean.shape) for p in probs}
+    if len(shapes) != 1:
+        raise ValueError(f"all problems must share the image shape (C, H, W); got {sorted(shapes)}")
+    C, H, W = shapes.pop()
+    values = [{m: [] for m in metrics} for _ in probs]
     for i in range(num_inits):
-        g = random_output(name, problem, seed=seed + 1000 * i, in_channels=in_channels, width=width,
-                          device=device)
-        for m in metrics:
-            values[m].append(METRICS[m](problem.observed, g))
-    return {m: float(np.mean(v)) for m, v in values.items()}
+        model = build_model(name, in_channels, C, width, seed=seed + 1000 * i, device=device)
+        model.train()  # DIP always runs its BatchNorm layers in training mode
+        eta = input_code((1, in_channels, H, W), seed=seed + 1000 * i + 1).to(next(model.parameters()).device)
+        with torch.no_grad():
+            out = model(eta)
+        for p, vals in zip(probs, values):
+            g = _as_seen_by(p, out)
+            for m in metrics:
+                vals[m].append(METRICS[m](p.observed, g))
+    result = [{m: float(np.mean(v)) for m, v in vals.items()} for vals in values]
+    return result[0] if single else result
 
 
 # ---------------------------------------------------------------------------------------------------

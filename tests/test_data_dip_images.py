@@ -60,17 +60,82 @@ def test_folder_loader_parses_a_fixture(tmp_path):
         di.load_image_folder(tmp_path / "missing")
 
 
-def test_folder_checksum_and_verified_fetch(tmp_path):
-    import hashlib
+def _png_folder(folder, sizes, seed=0):
+    from skimage.io import imsave
 
-    folder = tmp_path / "Set5" / "Set5_HR"
-    folder.mkdir(parents=True)
-    (folder / "b.png").write_bytes(b"second")
-    (folder / "a.png").write_bytes(b"first")
-    want = hashlib.md5((hashlib.md5(b"first").hexdigest() + hashlib.md5(b"second").hexdigest()).encode()).hexdigest()
-    assert di.folder_md5(folder) == want
-    # a folder already present is verified (no download): this fixture is not the real Set5
-    with pytest.raises(ValueError, match="checksum mismatch"):
-        di.fetch_sr_set("Set5", root=tmp_path)
-    with pytest.raises(ValueError, match="unknown set"):
-        di.fetch_sr_set("Set99", root=tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for k, shape in enumerate(sizes):
+        imsave(folder / f"{k:02d}.png", (rng.random(shape) * 255).astype(np.uint8), check_contrast=False)
+    return folder
+
+
+def test_registered_sets_are_pinned_and_checksummed():
+    from medtut.data import REGISTRY
+
+    assert set(di.IMAGE_SETS) == {"set5", "set14", "set12", "dip-classic"}
+    assert len(di.IMAGE_SETS["set12"]) == 12 and len(di.IMAGE_SETS["dip-classic"]) == 4
+    for name in ("set5", "set14"):
+        ds = REGISTRY[name]
+        assert ds.hash_of == "folder" and ds.hash_type == "md5" and len(ds.hash_value) == 32 and ds.extract
+    for member in di.IMAGE_SETS["set12"] + di.IMAGE_SETS["dip-classic"]:
+        ds = REGISTRY[member]
+        # no published checksum: the URL must pin a commit, so the bytes behind it cannot change
+        commit = ds.url.split("/")[5]
+        assert ds.hash_value is None and len(commit) == 40 and set(commit) <= set("0123456789abcdef")
+        assert ds.url.endswith(".png")
+    with pytest.raises(ValueError, match="unknown image set"):
+        di.load_benchmark("set99")
+
+
+def test_archive_set_with_folder_checksum(tmp_path, monkeypatch):
+    import tarfile
+
+    from medtut import data
+
+    src = _png_folder(tmp_path / "src" / "Fixture_HR", [(40, 48, 3), (32, 32)])
+    archive = tmp_path / "fixture.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="Fixture_HR")
+    good = data.RemoteDataset("fixture-set", archive.as_uri(), data.folder_checksum(src), hash_type="md5",
+                              extract=True, hash_of="folder", folder="Fixture_HR")
+    monkeypatch.setitem(data.REGISTRY, good.name, good)
+    monkeypatch.setitem(di.IMAGE_SETS, "fixture", [good.name])
+    images = di.load_benchmark("fixture", size=16, root=tmp_path / "cache")
+    assert list(images) == ["00", "01"] and all(im.shape == (1, 16, 16) for im in images.values())
+    # a corrupted file in the extracted folder is caught on the next call
+    (tmp_path / "cache" / "fixture" / "fixture-set" / "Fixture_HR" / "01.png").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="folder checksum"):
+        di.load_benchmark("fixture", size=16, root=tmp_path / "cache")
+    bad = data.RemoteDataset("fixture-bad", archive.as_uri(), "0" * 32, hash_type="md5", extract=True,
+                             hash_of="folder", folder="Fixture_HR")
+    monkeypatch.setitem(data.REGISTRY, bad.name, bad)
+    with pytest.raises(ValueError, match="expected 0{32}"):
+        data.fetch(bad.name, root=tmp_path / "cache2")
+    with pytest.raises(ValueError, match="folder checksum needs"):
+        data.register(data.RemoteDataset("x", "file:///x", None, hash_of="folder"))
+
+
+def test_commit_pinned_files_are_recorded_then_verified(tmp_path, monkeypatch):
+    from medtut import data
+
+    src = _png_folder(tmp_path / "remote", [(24, 24), (64, 48)], seed=1)
+    members = []
+    for f in sorted(src.iterdir()):
+        ds = data.RemoteDataset(f"fixture-{f.stem}", f.as_uri(), None, filename=f"img{f.name}")
+        monkeypatch.setitem(data.REGISTRY, ds.name, ds)
+        members.append(ds.name)
+    monkeypatch.setitem(di.IMAGE_SETS, "fixture-files", members)
+    with pytest.warns(UserWarning, match="no checksum is published"):
+        images = di.load_benchmark("fixture-files", size=8, root=tmp_path / "cache")
+    assert list(images) == ["img00", "img01"]
+    ledger = tmp_path / "cache" / "fixture-files" / data.RECORDED_CHECKSUMS
+    assert ledger.exists()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # the second call verifies silently
+        again = di.load_benchmark("fixture-files", size=8, root=tmp_path / "cache")
+    assert all(torch.equal(images[k], again[k]) for k in images)
+    (tmp_path / "cache" / "fixture-files" / "img01.png").write_bytes(b"altered")
+    with pytest.raises(ValueError, match="recorded at its first download"):
+        di.load_benchmark("fixture-files", size=8, root=tmp_path / "cache")

@@ -107,6 +107,29 @@ def test_all_cells_build():
                 assert dn.build_model(arch, 2, 1, 4, seed=0, device="cpu")(x).shape == (1, 1, 16, 16)
 
 
+def test_grouped_copies_are_independent_copies_of_the_single_network():
+    # every cell type, so every grouped layer (pixel shuffle, transposed, separable, depthwise) is covered
+    for prim in dn.PRIMITIVES:
+        for op in ("conv", "separable", "depthwise", "identity"):
+            arch = dn.Arch(prim, op, 3, "lrelu", ((1, 1), (0, 1)))
+            single = dn.build_model(arch, 2, 1, 4, seed=3, device="cpu")
+            grouped = dn.build_model(arch, 2, 1, 4, seed=3, device="cpu", copies=3)
+            xs = torch.rand(3, 1, 2, 16, 16)
+            out = grouped(torch.cat(list(xs), dim=1))                      # (1, 3, 16, 16)
+            for i in range(3):
+                torch.testing.assert_close(out[:, i:i + 1], single(xs[i]), atol=1e-5, rtol=1e-4)
+            # copy 0 must not see copy 1's input
+            xs2 = xs.clone()
+            xs2[1] = torch.rand_like(xs2[1])          # (a constant shift would vanish in BatchNorm)
+            out2 = grouped(torch.cat(list(xs2), dim=1))
+            torch.testing.assert_close(out2[:, 0], out[:, 0])
+            assert not torch.allclose(out2[:, 1], out[:, 1])
+    with pytest.raises(ValueError, match="copies"):
+        dn.build_model(dn.default_dip_arch(2), 2, 1, 4, copies=0, device="cpu")
+    with pytest.raises(ValueError, match="input channels"):
+        dn.build_model(dn.default_dip_arch(2), 2, 1, 4, copies=2, device="cpu")(torch.rand(1, 2, 16, 16))
+
+
 def test_name_round_trip_and_reinstantiation():
     for name in dn.sample_architectures(20, seed=7):
         arch = dn.Arch.from_name(name)
@@ -172,6 +195,25 @@ def test_vectorised_fit_equals_separate_runs_and_is_deterministic(problems):
         np.testing.assert_array_equal(a.psnr_ema, b.psnr_ema)
 
 
+def test_grouped_fit_equals_separate_runs_exactly_in_float64(problems):
+    # in float32 the grouped and single kernels round differently and Adam amplifies it over hundreds of
+    # steps; in float64 the two computations must agree, which shows the grouping itself is exact
+    name = "bilinear-separable-k5-lrelu-s1011"
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        probs = [make_problem(p.clean.double(), p.task, seed=0, name=p.name) for p in problems[:2]]
+        for p in probs:
+            p.clean, p.observed = p.clean.double(), p.observed.double()
+            p.mask = None if p.mask is None else p.mask.double()
+        joint = dn.fit_dip(name, probs, 40, width=4, seed=1, device="cpu")
+        for prob, rj in zip(probs, joint):
+            rs = dn.fit_dip(name, prob, 40, width=4, seed=1, device="cpu")
+            np.testing.assert_allclose(rj.psnr, rs.psnr, rtol=0, atol=1e-9)
+    finally:
+        torch.set_default_dtype(old)
+
+
 def test_fit_dip_bad_input(problems):
     with pytest.raises(ValueError, match="num_steps"):
         dn.fit_dip(dn.default_dip_arch(2), problems[0], 0)
@@ -192,6 +234,17 @@ def test_score_architecture_averages_inits():
         assert s[m] == pytest.approx(np.mean([d[m] for d in singles]))
     g = dn.random_output(name, sr, width=4, device="cpu")
     assert g.shape == sr.observed.shape        # SR: compared at the observed (low) resolution
+
+
+def test_score_architecture_on_many_problems_equals_one_by_one(problems):
+    name = "bicubic-conv-k3-relu-s1011"
+    probs = problems[:2]            # the 8x8 SR observation of the fixture has no strip frequency
+    together = dn.score_architecture(name, probs, num_inits=2, width=4, device="cpu")
+    assert len(together) == 2
+    for prob, got in zip(probs, together):
+        assert got == dn.score_architecture(name, prob, num_inits=2, width=4, device="cpu")
+    with pytest.raises(ValueError, match="shape"):
+        dn.score_architecture(name, [problems[0], make_problem(load_test_image("camera", 16), "denoise")])
 
 
 def test_rank_weights_and_cohort():

@@ -7,15 +7,17 @@ square and resized (64 x 64 in quick mode). Three inverse problems, each with a 
 * ``"inpaint"``  — ``x0 = m * x`` with a Bernoulli pixel mask ``m`` keeping a fraction ``keep`` of pixels;
 * ``"sr"``       — ``x0 = D(x)``, ``D`` = anti-aliased bicubic downsampling by ``factor`` (x4 by default).
 
-Real images (Colab):
+Real images (Colab), all entries of :data:`medtut.data.REGISTRY`, loaded by :func:`load_benchmark`:
 
-* Set5 and Set14 (high-resolution PNGs, Hugging Face mirror ``eugenesiow/Set5`` / ``Set14``) through
-  :func:`fetch_sr_set`. The only published checksums we could source are DeepInverse's (``deepinv``
-  ``Set5HR`` / ``Set14HR``), which hash the *extracted* folder (md5 of the files' md5 hex digests in
-  name order), not the archive; so these sets are verified after extraction by :func:`folder_md5` and
-  are not entries of :data:`medtut.data.REGISTRY` (whose checksum is the archive's).
-* Set12 and the classic DIP images (F16, the inpainting images...): we found no published checksum, so
-  they are a *user-supplied folder*: put the images in a folder and load it with :func:`load_image_folder`.
+* ``"set5"``, ``"set14"``: high-resolution PNGs from the Hugging Face mirror ``eugenesiow/Set5`` /
+  ``Set14``. The only published checksums are DeepInverse's, which hash the *extracted* folder, so they
+  are registered with ``hash_of="folder"`` and verified after extraction.
+* ``"set12"``: the 12 grey denoising images (256² and 512²) from the SwinIR repository, and
+  ``"dip-classic"``: the DIP paper's F16, kate, library and zebra images (Apache-2.0), both from GitHub
+  URLs pinned to a commit, so the bytes cannot change under the URL. No checksum is published for either,
+  so their sha256 is recorded at the first download and verified from then on (see
+  :func:`medtut.data.fetch`); the first download warns that it was not verified.
+* Any folder of images of your own: :func:`load_image_folder`.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import RemoteDataset, data_root, fetch, register
 
 TASKS = ("denoise", "inpaint", "sr")
 
@@ -94,52 +98,49 @@ def load_image_folder(folder: str | Path, size: int = 64, limit: int | None = No
     return {p.stem: torch.from_numpy(to_grey_square(imread(p), size))[None] for p in files}
 
 
-# name -> (archive URL, extracted folder, DeepInverse's folder md5)
-SR_SETS = {
-    "Set5": ("https://huggingface.co/datasets/eugenesiow/Set5/resolve/main/data/Set5_HR.tar.gz", "Set5_HR",
-             "e128ede786dabb7ebeee99e5fa1ad985"),
-    "Set14": ("https://huggingface.co/datasets/eugenesiow/Set14/resolve/main/data/Set14_HR.tar.gz", "Set14_HR",
-              "3fce01c3dfe9760194e8a22f6bc032c5"),
+register(RemoteDataset(
+    "set5", "https://huggingface.co/datasets/eugenesiow/Set5/resolve/main/data/Set5_HR.tar.gz",
+    "e128ede786dabb7ebeee99e5fa1ad985", hash_type="md5", extract=True, hash_of="folder", folder="Set5_HR",
+    description="Set5 high-resolution images (5 colour PNGs); folder md5 as published by DeepInverse"))
+register(RemoteDataset(
+    "set14", "https://huggingface.co/datasets/eugenesiow/Set14/resolve/main/data/Set14_HR.tar.gz",
+    "3fce01c3dfe9760194e8a22f6bc032c5", hash_type="md5", extract=True, hash_of="folder", folder="Set14_HR",
+    description="Set14 high-resolution images (14 PNGs); folder md5 as published by DeepInverse"))
+
+_SWINIR = "https://raw.githubusercontent.com/JingyunLiang/SwinIR/33f616625268d08ba600f8db89388eec0328edb1"
+_DIP = "https://raw.githubusercontent.com/DmitryUlyanov/deep-image-prior"
+_DIP_FILES = {  # name -> (commit, path in the repository)
+    "F16_GT": ("961ed4ae8ec8d7619e611783582fa26d4face8b3", "data/denoising/F16_GT.png"),
+    "kate": ("e1ff62df51544382a7c8efd9b59dcc72d5472075", "data/inpainting/kate.png"),
+    "library": ("e1ff62df51544382a7c8efd9b59dcc72d5472075", "data/inpainting/library.png"),
+    "zebra_GT": ("961ed4ae8ec8d7619e611783582fa26d4face8b3", "data/sr/zebra_GT.png"),
 }
 
-
-def folder_md5(folder: str | Path) -> str:
-    """md5 of the concatenated md5 hex digests of the files of ``folder`` in name order (DeepInverse's
-    folder checksum)."""
-    import hashlib
-
-    folder = Path(folder)
-    total = hashlib.md5()
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if path.is_file():
-            total.update(hashlib.md5(path.read_bytes()).hexdigest().encode())
-    return total.hexdigest()
+IMAGE_SETS: dict[str, list[str]] = {"set5": ["set5"], "set14": ["set14"], "set12": [], "dip-classic": []}
+for _i in range(1, 13):
+    IMAGE_SETS["set12"].append(register(RemoteDataset(
+        f"set12-{_i:02d}", f"{_SWINIR}/testsets/Set12/{_i:02d}.png", None,
+        description="Set12 grey denoising test image (commit-pinned; no published checksum)")).name)
+for _stem, (_commit, _path) in _DIP_FILES.items():
+    IMAGE_SETS["dip-classic"].append(register(RemoteDataset(
+        f"dip-{_stem}", f"{_DIP}/{_commit}/{_path}", None, license="Apache-2.0",
+        description="Deep Image Prior test image (commit-pinned; no published checksum)")).name)
 
 
-def fetch_sr_set(name: str, root: str | Path | None = None) -> Path:
-    """Download (once) Set5 or Set14, extract it and verify its folder checksum; return the image folder.
+def load_benchmark(name: str, size: int = 64, limit: int | None = None,
+                   root: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """A registered benchmark set (``"set5"``, ``"set14"``, ``"set12"``, ``"dip-classic"``), downloaded
+    once and verified, as ``{stem: (1, size, size)}`` grey images (see :func:`load_image_folder`).
 
-    Network needed on the first call (Colab). A folder already present is verified, not re-downloaded.
+    Network is needed on the first call (Colab); files already present are verified, not downloaded.
     """
-    if name not in SR_SETS:
-        raise ValueError(f"unknown set {name!r}; available: {list(SR_SETS)}")
-    from . import data_root
-
-    url, sub, expected = SR_SETS[name]
-    base = Path(root) if root is not None else data_root()
-    folder = base / name / sub
-    if not folder.is_dir():
-        from monai.apps import download_url, extractall
-
-        archive = base / name / url.rsplit("/", 1)[-1]
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        download_url(url, filepath=str(archive))          # no archive checksum is published: verified below
-        extractall(str(archive), output_dir=str(base / name))
-    got = folder_md5(folder)
-    if got != expected:
-        raise ValueError(f"{name}: folder checksum mismatch in {folder}: expected {expected}, got {got}; "
-                         "delete the folder to download it again")
-    return folder
+    if name not in IMAGE_SETS:
+        raise ValueError(f"unknown image set {name!r}; available: {list(IMAGE_SETS)}")
+    base = (Path(root) if root is not None else data_root()) / name
+    paths = [fetch(member, root=base) for member in IMAGE_SETS[name]]
+    # an archive set is one extracted folder; a set of single files lies directly in ``base``
+    folder = paths[0] if len(paths) == 1 and paths[0].is_dir() else base
+    return load_image_folder(folder, size, limit)
 
 
 def downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
@@ -207,6 +208,6 @@ def make_problem(image: torch.Tensor, task: str, seed: int = 0, name: str = "ima
     return DIPProblem(task, name, image, observed, mask, sigma, keep, factor)
 
 
-__all__ = ["TASKS", "IMAGE_NAMES", "to_grey_square", "load_test_image", "load_image_folder", "SR_SETS",
-           "folder_md5", "fetch_sr_set", "downsample",
+__all__ = ["TASKS", "IMAGE_NAMES", "to_grey_square", "load_test_image", "load_image_folder", "IMAGE_SETS",
+           "load_benchmark", "downsample",
            "DIPProblem", "make_problem"]
