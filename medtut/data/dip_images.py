@@ -16,7 +16,9 @@ Real images (Colab), all entries of :data:`medtut.data.REGISTRY`, loaded by :fun
   ``"dip-classic"``: the DIP paper's F16, kate, library and zebra images (Apache-2.0), both from GitHub
   URLs pinned to a commit, so the bytes cannot change under the URL. No checksum is published for either,
   so their sha256 is recorded at the first download and verified from then on (see
-  :func:`medtut.data.fetch`); the first download warns that it was not verified.
+  :func:`medtut.data.fetch`); the first download warns that it was not verified. Whoever first downloads
+  them with network access can publish the checksums: copy the sha256 values of
+  ``$MEDTUT_DATA/<set>/recorded_checksums.json`` into the ``hash_value`` of the entries below.
 * Any folder of images of your own: :func:`load_image_folder`.
 """
 from __future__ import annotations
