@@ -27,7 +27,7 @@ from torch import nn
 
 from . import metrics
 from .config import get_device, seed_everything
-from .train import History, fit
+from .train import fit
 
 HIGH_TPRS = (0.90, 0.95, 0.98)
 

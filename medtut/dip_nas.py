@@ -21,7 +21,6 @@ Reads top-down like the method (Arican, Kara et al., CVPR 2022, arXiv:2111.15362
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence

@@ -114,6 +114,8 @@ def test_archive_set_with_folder_checksum(tmp_path, monkeypatch):
         data.fetch(bad.name, root=tmp_path / "cache2")
     with pytest.raises(ValueError, match="folder checksum needs"):
         data.register(data.RemoteDataset("x", "file:///x", None, hash_of="folder"))
+    with pytest.raises(ValueError, match="only single files"):
+        data.register(data.RemoteDataset("x", "file:///x.tar.gz", None, extract=True))
 
 
 def test_commit_pinned_files_are_recorded_then_verified(tmp_path, monkeypatch):

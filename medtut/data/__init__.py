@@ -3,7 +3,7 @@
 * :func:`data_root` — ``$MEDTUT_DATA`` or ``~/.cache/medtut``; on Colab point it at Google Drive to keep
   downloads across sessions.
 * :data:`REGISTRY` / :func:`register` / :func:`fetch` — downloadable data sets with checksums, through
-  MONAI's ``download_and_extract`` (a wrong checksum is an error, never a silently corrupt file). The
+  MONAI's ``download_url`` / ``extractall`` (a wrong checksum is an error, never a silently corrupt file). The
   checksum is of the downloaded file, or (``hash_of="folder"``) of the extracted folder, for sets whose
   only published checksum is a folder's (:func:`folder_checksum`). A file with no published checksum at
   all (``hash_value=None``, a commit-pinned URL) has its sha256 recorded at the first download and
@@ -54,7 +54,7 @@ class RemoteDataset:
 
 
 REGISTRY: dict[str, RemoteDataset] = {}
-RECORDED_CHECKSUMS = "recorded_checksums.json"   # in the data root: sha256 of unpublished files, first download
+RECORDED_CHECKSUMS = "recorded_checksums.json"   # next to the files: sha256 of unpublished files, first download
 
 
 def register(dataset: RemoteDataset) -> RemoteDataset:
@@ -68,6 +68,9 @@ def register(dataset: RemoteDataset) -> RemoteDataset:
         raise ValueError(f"{dataset.name}: a folder checksum needs extract=True, a folder name and an md5 "
                          f"hash_value; got extract={dataset.extract}, folder={dataset.folder!r}, "
                          f"hash_type={dataset.hash_type!r}, hash_value={dataset.hash_value!r}")
+    if dataset.hash_value is None and dataset.extract:
+        raise ValueError(f"{dataset.name}: an archive needs a published checksum (of the file or of the "
+                         "extracted folder); only single files may have hash_value=None")
     existing = REGISTRY.get(dataset.name)
     if existing is not None and existing != dataset:
         raise ValueError(f"a different dataset is already registered as {dataset.name!r}")
