@@ -325,6 +325,19 @@ class DIPResult:
         return int(np.argmax(self.psnr_ema)) + 1
 
 
+def _problem_list(problems) -> tuple[bool, list[DIPProblem], tuple[int, int, int]]:
+    """(was a single problem, the problems as a list, their shared (C, H, W)); clear errors otherwise."""
+    single = isinstance(problems, DIPProblem)
+    probs = [problems] if single else list(problems)
+    if not probs or not all(isinstance(p, DIPProblem) for p in probs):
+        raise ValueError("problems must be a DIPProblem or a non-empty list of them "
+                         "(see medtut.data.dip_images.make_problem)")
+    shapes = {tuple(p.clean.shape) for p in probs}
+    if len(shapes) != 1:
+        raise ValueError(f"all problems must share the image shape (C, H, W); got {sorted(shapes)}")
+    return single, probs, shapes.pop()
+
+
 def fit_dip(name: str | Arch, problems: DIPProblem | Sequence[DIPProblem], num_steps: int, *,
             lr: float = 0.01, jitter: float = 1 / 30, ema: float = 0.99, in_channels: int = 8,
             width: int = 16, seed: int = 0, device: torch.device | str | None = None,
@@ -348,15 +361,7 @@ def fit_dip(name: str | Arch, problems: DIPProblem | Sequence[DIPProblem], num_s
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
     if not 0 <= ema < 1:
         raise ValueError(f"ema must be in [0, 1); got {ema}")
-    single = isinstance(problems, DIPProblem)
-    probs = [problems] if single else list(problems)
-    if not probs or not all(isinstance(p, DIPProblem) for p in probs):
-        raise ValueError("problems must be a DIPProblem or a non-empty list of them "
-                         "(see medtut.data.dip_images.make_problem)")
-    shapes = {tuple(p.clean.shape) for p in probs}
-    if len(shapes) != 1:
-        raise ValueError(f"all problems must share the image shape (C, H, W); got {sorted(shapes)}")
-    C, H, W = shapes.pop()
+    single, probs, (C, H, W) = _problem_list(problems)
     device = torch.device(device) if device is not None else get_device()
     P = len(probs)
     model = build_model(name, in_channels, C, width, seed=seed, device=device, copies=P)
@@ -523,11 +528,19 @@ def random_output(name: str | Arch, problem: DIPProblem, seed: int = 0, in_chann
 
     For SR the (H, W) output goes through the downsampler, so it is compared at the observed size.
     """
-    C, H, W = problem.clean.shape
+    out = _untrained_output(name, tuple(problem.clean.shape), seed, in_channels, width, device)
+    return _as_seen_by(problem, out)
+
+
+@torch.no_grad()
+def _untrained_output(name: str | Arch, image_shape: tuple[int, int, int], seed: int, in_channels: int,
+                      width: int, device) -> torch.Tensor:
+    """(1, C, H, W) output of the network drawn with ``seed`` for its input code (seed + 1)."""
+    C, H, W = image_shape
     model = build_model(name, in_channels, C, width, seed=seed, device=device)
     model.train()  # DIP always runs its BatchNorm layers in training mode
     eta = input_code((1, in_channels, H, W), seed=seed + 1).to(next(model.parameters()).device)
-    return _as_seen_by(problem, model(eta))
+    return model(eta)
 
 
 def _as_seen_by(problem: DIPProblem, out: torch.Tensor) -> torch.Tensor:
@@ -553,21 +566,10 @@ def score_architecture(name: str | Arch, problem: DIPProblem | Sequence[DIPProbl
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; available: {list(METRICS)}")
-    single = isinstance(problem, DIPProblem)
-    probs = [problem] if single else list(problem)
-    if not probs or not all(isinstance(p, DIPProblem) for p in probs):
-        raise ValueError("problem must be a DIPProblem or a non-empty list of them")
-    shapes = {tuple(p.clean.shape) for p in probs}
-    if len(shapes) != 1:
-        raise ValueError(f"all problems must share the image shape (C, H, W); got {sorted(shapes)}")
-    C, H, W = shapes.pop()
+    single, probs, (C, H, W) = _problem_list(problem)
     values = [{m: [] for m in metrics} for _ in probs]
     for i in range(num_inits):
-        model = build_model(name, in_channels, C, width, seed=seed + 1000 * i, device=device)
-        model.train()  # DIP always runs its BatchNorm layers in training mode
-        eta = input_code((1, in_channels, H, W), seed=seed + 1000 * i + 1).to(next(model.parameters()).device)
-        with torch.no_grad():
-            out = model(eta)
+        out = _untrained_output(name, (C, H, W), seed + 1000 * i, in_channels, width, device)
         for p, vals in zip(probs, values):
             g = _as_seen_by(p, out)
             for m in metrics:
