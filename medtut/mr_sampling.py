@@ -846,7 +846,10 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
     y, mask_d = y.to(device), mask.to(device)
     sens_d = sens.to(device) if sens is not None else None
     zf = zero_filled(y, mask_d, sens_d)
-    for p in vae.parameters():
+    # Sampling needs gradients with respect to z only; each parameter's own flag is restored afterwards,
+    # so a caller's frozen layers stay frozen and trainable ones stay trainable.
+    saved_flags = [(p, p.requires_grad) for p in vae.parameters()]
+    for p, _ in saved_flags:
         p.requires_grad_(False)
     try:
         with torch.no_grad():
@@ -868,8 +871,8 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
                                                     decoder_std=vae.decoder_std, sens=sens_d))
             x = torch.cat(images).cpu()
     finally:
-        for p in vae.parameters():
-            p.requires_grad_(True)
+        for p, flag in saved_flags:
+            p.requires_grad_(flag)
     mags = x.abs()
     return PosteriorReconstruction(samples=mags, mean=mags.mean(0), std=mags.std(0), zero_filled=zf.abs().cpu(),
                                    latent=result, complex_samples=x)

@@ -58,16 +58,16 @@ def test_gradient_flows_only_through_violating_pairs():
     torch.testing.assert_close(logits.grad, torch.tensor([-2.0, -2.0, 2.0, 2.0, 0.0]))
 
 
-@pytest.mark.parametrize("bad", [
-    (torch.randn(4, 2), torch.tensor([0, 1, 0, 1]), 1.0),            # wrong logits shape
-    (torch.randn(4), torch.tensor([0, 1, 0]), 1.0),                  # length mismatch
-    (torch.randn(4), torch.tensor([0, 2, 0, 1]), 1.0),               # not binary
-    (torch.tensor([0.0, float("nan"), 1.0, 2.0]), torch.tensor([0, 1, 0, 1]), 1.0),
-    (torch.randn(4), torch.tensor([0, 1, 0, 1]), -0.1),              # negative margin
-    (torch.arange(4), torch.tensor([0, 1, 0, 1]), 1.0),              # integer logits
+@pytest.mark.parametrize("bad, message", [
+    ((torch.randn(4, 2), torch.tensor([0, 1, 0, 1]), 1.0), r"must both be \(B,\) or \(B, 1\).*got \(4, 2\) and \(4,\)"),
+    ((torch.randn(4), torch.tensor([0, 1, 0]), 1.0), r"same B; got \(4,\) and \(3,\)"),          # length mismatch
+    ((torch.randn(4), torch.tensor([0, 2, 0, 1]), 1.0), r"targets must be binary.*got values \[0, 1, 2\]"),
+    ((torch.tensor([0.0, float("nan"), 1.0, 2.0]), torch.tensor([0, 1, 0, 1]), 1.0), "logits contain NaN or inf"),
+    ((torch.randn(4), torch.tensor([0, 1, 0, 1]), -0.1), "delta .* must be a finite number >= 0; got -0.1"),
+    ((torch.arange(4), torch.tensor([0, 1, 0, 1]), 1.0), "logits must be a floating-point tensor; got dtype torch.int64"),
 ])
-def test_constraints_bad_input(bad):
-    with pytest.raises(ValueError):
+def test_constraints_bad_input(bad, message):
+    with pytest.raises(ValueError, match=message):
         A.auc_constraints(*bad)
 
 
@@ -202,7 +202,7 @@ def test_fpr_at_tpr_hand_computed():
     assert fpr[-1] == 1 and tpr[-1] == 1
     np.testing.assert_allclose(A.ensemble_logits([[1, 2], [3, 4]]), [2, 3])
     assert A.paired_wins([0.3, 0.2, 0.1], [0.2, 0.2, 0.0]) == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="y_true must hold only 0 and 1"):
         A.evaluate_scores([0, 1, 2], [0.1, 0.2, 0.3])
 
 

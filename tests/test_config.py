@@ -26,8 +26,10 @@ def test_device_override_and_default(monkeypatch):
     monkeypatch.setenv("MEDTUT_DEVICE", "cpu")
     assert medtut.get_device() == torch.device("cpu")
     monkeypatch.delenv("MEDTUT_DEVICE")
-    expected = "cuda" if torch.cuda.is_available() else None
-    assert medtut.get_device().type == (expected or medtut.get_device().type)
+    mps = getattr(torch.backends, "mps", None)
+    expected = ("cuda" if torch.cuda.is_available()
+                else "mps" if mps is not None and mps.is_available() else "cpu")
+    assert medtut.get_device().type == expected
     if not torch.cuda.is_available():
         monkeypatch.setenv("MEDTUT_DEVICE", "cuda")
         with pytest.raises(ValueError, match="no CUDA"):
@@ -49,7 +51,7 @@ def test_thread_count_rules(monkeypatch):
         monkeypatch.setenv("MEDTUT_THREADS", "two")
         with pytest.raises(ValueError, match="MEDTUT_THREADS"):
             config.configure_threads()
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="the number of threads must be >= 1; got 0"):
             config.configure_threads(0)
     finally:
         torch.set_num_threads(before)

@@ -47,11 +47,11 @@ def test_generator_labels_match_the_image():
 
 
 def test_generator_bad_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n_subjects must be >= 1; got 0"):
         make_cardiac_dataset(0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="size must be >= 32 pixels; got 16"):
         make_cardiac_dataset(1, size=16)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n_slices must be >= 3; got 2"):
         make_cardiac_dataset(1, n_slices=2)
 
 
@@ -87,7 +87,7 @@ def test_acdc_loader_parses_fixture(tmp_path):
         assert s["label"].shape == (5, 32, 32) and set(np.unique(s["label"])) == {0, 1, 2, 3}
     x, y = stack_subjects(subjects)
     assert x.shape == (4, 5, 32, 32) and y.dtype == torch.int64
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no ACDC patient folders \\(patientXXX/Info.cfg\\) found"):
         load_acdc(tmp_path / "nothing-here")
 
 
@@ -131,5 +131,5 @@ def test_prostate_decathlon_loader_parses_fixture(tmp_path):
     assert set(np.unique(s["label"])) == {0, 1, 2}
     # the T2 channel was kept: labelled structures are brighter there
     assert s["image"][s["label"] > 0].mean() > s["image"][s["label"] == 0].mean() + 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="section must be 'training' or 'validation'.*got 'test'"):
         load_prostate_decathlon(tmp_path, section="test")

@@ -103,8 +103,15 @@ def test_archive_set_with_folder_checksum(tmp_path, monkeypatch):
     monkeypatch.setitem(di.IMAGE_SETS, "fixture", [good.name])
     images = di.load_benchmark("fixture", size=16, root=tmp_path / "cache")
     assert list(images) == ["00", "01"] and all(im.shape == (1, 16, 16) for im in images.values())
-    # a corrupted file in the extracted folder is caught on the next call
-    (tmp_path / "cache" / "fixture" / "fixture-set" / "Fixture_HR" / "01.png").write_bytes(b"truncated")
+    # a truncated file in the extracted folder is caught on the next call and extracted again
+    extracted = tmp_path / "cache" / "fixture" / "fixture-set" / "Fixture_HR" / "01.png"
+    extracted.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="incomplete .*changed size"):
+        again = di.load_benchmark("fixture", size=16, root=tmp_path / "cache")
+    assert all(torch.equal(images[k], again[k]) for k in images)
+    # an altered file of the same size passes the marker but not the folder checksum
+    size = extracted.stat().st_size
+    extracted.write_bytes(b"x" * size)
     with pytest.raises(ValueError, match="folder checksum"):
         di.load_benchmark("fixture", size=16, root=tmp_path / "cache")
     bad = data.RemoteDataset("fixture-bad", archive.as_uri(), "0" * 32, hash_type="md5", extract=True,

@@ -156,9 +156,12 @@ def test_search_space_size():
 
 
 def test_bad_names_raise():
-    for bad in ["foo", "bilinear-conv-k3-lrelu-s101", "bilinear-conv-k3-lrelu-s10a1",
-                "warp-conv-k3-lrelu-s1001", "bilinear-conv-k4-lrelu-s1001"]:
-        with pytest.raises(ValueError):
+    for bad, message in [("foo", "an architecture name looks like .*; got 'foo'"),
+                         ("bilinear-conv-k3-lrelu-s101", "the skip part must be L\\*L bits of 0/1"),
+                         ("bilinear-conv-k3-lrelu-s10a1", "the skip part must be L\\*L bits of 0/1"),
+                         ("warp-conv-k3-lrelu-s1001", "primitive must be one of .*; got 'warp'"),
+                         ("bilinear-conv-k4-lrelu-s1001", "kernel must be 1, 3, 5 or 7; got 4")]:
+        with pytest.raises(ValueError, match=message):
             dn.Arch.from_name(bad)
     model = dn.build_model(dn.default_dip_arch(3), 2, 1, 4, seed=0, device="cpu")
     with pytest.raises(ValueError, match="divisible"):
@@ -251,9 +254,9 @@ def test_rank_weights_and_cohort():
     np.testing.assert_allclose(dn.rank_weights([1.0, 3.0, 2.0]), [1.0, 0.0, 0.5])
     np.testing.assert_allclose(dn.rank_weights([2.0, 2.0]), [1.0, 1.0])
     assert dn.select_cohort({"a": 3.0, "b": 1.0, "c": 2.0}, 2) == ["b", "c"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k must be in \\[1, 1\\]; got 2"):
         dn.select_cohort({"a": 1.0}, 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="scores must be a non-empty 1-D array of finite numbers"):
         dn.rank_weights([1.0, np.nan])
 
 
@@ -275,5 +278,5 @@ def test_random_cohort_and_kendall():
     vals = dn.random_cohort_psnrs(psnrs, outs, k=3, num_resamples=50)
     assert vals.shape == (50,) and set(vals) <= set(psnrs.values())
     assert dn.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need two 1-D sequences of the same length >= 2"):
         dn.kendall_tau([1, 2], [1, 2, 3])

@@ -134,21 +134,21 @@ def test_missing_classes_do_not_give_nan():
     zero.backward()
 
 
-@pytest.mark.parametrize("bad", [
-    dict(z_b=torch.zeros(3, 5, 6, 6)),
-    dict(y_a=torch.zeros(3, 6, 7)),                      # float labels
-    dict(y_a=-torch.ones(3, 6, 7, dtype=torch.long)),
-    dict(y_b=torch.zeros(3, 1, 6, 7, dtype=torch.long)),
-    dict(z_a=torch.full((3, 5, 6, 7), float("nan"))),
-    dict(temperature=0.0),
-    dict(n_anchors=0),
-    dict(variant="both"),
+@pytest.mark.parametrize("bad, message", [
+    (dict(z_b=torch.zeros(3, 5, 6, 6)), r"z_a and z_b must be float \(B, D, H, W\) embeddings of the same shape"),
+    (dict(y_a=torch.zeros(3, 6, 7)), r"y_a must be a \(B, H, W\) = \(3, 6, 7\) integer label map; got .*float32"),
+    (dict(y_a=-torch.ones(3, 6, 7, dtype=torch.long)), "y_a must hold non-negative class indices; got min -1"),
+    (dict(y_b=torch.zeros(3, 1, 6, 7, dtype=torch.long)), r"y_b must be a \(B, H, W\).*got \(3, 1, 6, 7\)"),
+    (dict(z_a=torch.full((3, 5, 6, 7), float("nan"))), "z_a and z_b must be finite; got NaN or inf"),
+    (dict(temperature=0.0), "temperature must be > 0; got 0.0"),
+    (dict(n_anchors=0), "n_anchors must be a positive int or None"),
+    (dict(variant="both"), "variant must be 'inter' or 'intra'; got 'both'"),
 ])
-def test_bad_inputs_raise(bad):
+def test_bad_inputs_raise(bad, message):
     z_a, z_b, y_a, y_b = random_case(6)
     args = dict(z_a=z_a, z_b=z_b, y_a=y_a, y_b=y_b)
     args.update(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         local_contrastive_loss(**args)
 
 
@@ -165,7 +165,7 @@ def test_model_shapes_and_bad_input():
     net = UNetWithProjection(num_classes=4, features=(8, 16, 32), embed_dim=16)
     logits, z = net(torch.randn(2, 1, 32, 32), embed=True)
     assert logits.shape == (2, 4, 32, 32) and z.shape == (2, 16, 32, 32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="divisible by 4; got \\(2, 1, 30, 30\\)"):
         net(torch.randn(2, 1, 30, 30))
 
 
@@ -173,7 +173,7 @@ def test_pairs_layout():
     a, b, kinds = make_pairs(8, 8, n_same=2)
     assert kinds == {"same slice": 4, "labelled-unlabelled": 8, "unlabelled-unlabelled": 4, "labelled-labelled": 4}
     assert len(a) == len(b) == 20 and int(max(a.max(), b.max())) == 8 + 8 + 2 + 2 - 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need n_labelled >= 1, n_unlabelled >= 2"):
         make_pairs(4, 1)
 
 
@@ -213,12 +213,12 @@ def test_training_runs_and_is_deterministic():
 
 
 def test_config_and_split_validation():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="method must be one of .*got 'mean teacher'"):
         Config(method="mean teacher")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need rounds >= 1 and num_steps >= rounds; got 3, 2"):
         Config(num_steps=2, rounds=3)
     x = torch.zeros(4, 2, 32, 32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need n_labelled, n_val, n_test >= 1 and at least one unlabelled subject"):
         make_split(x, x.long(), n_labelled=2, n_val=1, n_test=1)
     split = make_split(torch.zeros(10, 2, 32, 32), torch.zeros(10, 2, 32, 32, dtype=torch.long), 2, 2, 2, draw=3)
     other = make_split(torch.zeros(10, 2, 32, 32), torch.zeros(10, 2, 32, 32, dtype=torch.long), 2, 2, 2, draw=4)

@@ -79,5 +79,5 @@ def test_summarize_formats_mean_std_and_extra_columns():
     assert "| ours | 0.800 ± 0.020 | 3 | 0.82 |" in md
     assert "<table>" in table._repr_html_()
     assert metrics.mean_std([1.0]) == "1.000 ± 0.000"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="results is empty"):
         metrics.summarize({})

@@ -187,7 +187,7 @@ def test_metrics():
     samples = torch.stack([x - 1, x + 1])
     assert mr.interval_coverage(samples, x) == 1.0
     assert mr.interval_coverage(samples, x + 5) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="image and reference must have the same shape"):
         mr.rmse_percent(x, x[:4])
 
 
@@ -235,8 +235,8 @@ def test_mala_recovers_a_correlated_2d_gaussian():
                generator=torch.Generator().manual_seed(1))
     assert res.samples.shape == (6, 1200, 2)
     s = res.samples.reshape(-1, 2)
-    assert torch.allclose(s.mean(0), mean, atol=0.1)
-    assert torch.allclose(torch.cov(s.T), cov, atol=0.2)
+    assert torch.allclose(s.mean(0), mean, atol=0.05, rtol=0)
+    assert torch.allclose(torch.cov(s.T), cov, atol=0.1 * float(cov.diag().max()), rtol=0)
     assert 0.4 < res.acceptance_rate < 0.75
     assert res.summary()["max R-hat"] < 1.05
     assert res.summary()["min ESS"] > 300
@@ -331,8 +331,14 @@ def test_sample_reconstructions_end_to_end_on_a_tiny_vae():
     assert 0 <= rec.latent.acceptance_rate <= 1
     # sampled k-space is honoured to about the noise level
     assert mr.data_consistency_error(rec.complex_samples[:5], y, mask) < 0.05
+    # the caller's requires_grad flags survive sampling: a frozen decoder stays frozen, the rest trainable
+    frozen = {name for name, _ in vae.named_parameters() if name.startswith("decoder")}
+    assert frozen and len(frozen) < len(list(vae.parameters()))
+    for name, p in vae.named_parameters():
+        p.requires_grad_(name not in frozen)
     again = mr.sample_reconstructions(y, mask, vae, noise_std=0.01, n_chains=2, n_steps=60, burn_in=20, thin=2)
     assert torch.equal(rec.samples, again.samples)
+    assert {name for name, p in vae.named_parameters() if not p.requires_grad} == frozen
     with pytest.raises(ValueError, match="complex"):
         mr.sample_reconstructions(y.real, mask, vae, noise_std=0.01)
     with pytest.raises(ValueError, match="mask"):

@@ -72,3 +72,80 @@ class TestNotebookContract:
         assert "{exercise}" in text and "{solution-start}" in text and ":class: dropdown" in text
         code = "\n".join(_src(c) for c in _code_cells(nb))
         assert re.search(r"\bcheck(_value|_choice)?\(", code), "exercises need an autograded check"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checked cells print only machine-independent text
+# ---------------------------------------------------------------------------------------------------
+# nbval compares the output of cells marked `# NBVAL_CHECK_OUTPUT` with the committed text, on the reader's
+# machine. Round-off (a residual such as 5.9e-16, or the 8th digit of a float32 result) depends on the
+# CPU's instruction set, the BLAS build, memory alignment and the thread count, so such a cell must print
+# booleans, integers, shapes or values rounded far above round-off. These limits are generous for float64
+# and tight enough to catch the usual slips.
+MAX_SIGNIFICANT_DIGITS = 6          # float32 carries about 7; a computed value is good to fewer
+SMALLEST_PRINTED_MAGNITUDE = 1e-6   # anything smaller (and non-zero) is round-off in this book
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?(?![\w.])")
+
+
+def noise_level_numbers(text: str) -> list[str]:
+    """The numbers in ``text`` that only floating-point noise could produce reproducibly: an exponent of -7
+    or below, a non-zero magnitude under 1e-6, or more than 6 significant digits after a decimal point.
+    A power of ten in scientific notation (``1e-12``) is a threshold, not a result, and passes."""
+    bad = []
+    for match in _NUMBER.finditer(text):
+        token, mantissa, exponent = match.group(0), match.group(1), match.group(2)
+        value = float(token)
+        if exponent and mantissa.rstrip("0").rstrip(".").lstrip("0") == "1":
+            continue                  # a threshold written as a power of ten ("below 1e-12: True")
+        if exponent and int(exponent[1:]) <= -7:
+            bad.append(token)
+        elif value != 0 and abs(value) < SMALLEST_PRINTED_MAGNITUDE:
+            bad.append(token)
+        elif "." in mantissa and len(mantissa.replace(".", "").lstrip("0")) > MAX_SIGNIFICANT_DIGITS:
+            bad.append(token)
+    return bad
+
+
+def _output_text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            parts.append(out["text"] if isinstance(out["text"], str) else "".join(out["text"]))
+        for mime in ("text/plain", "text/markdown", "text/html"):
+            data = out.get("data", {}).get(mime)
+            if data is not None:
+                parts.append(data if isinstance(data, str) else "".join(data))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("1 coil: |<Ex, y> - <x, E^H y>| / |<Ex, y>| = 4.0e-16 < 1e-12: True", ["4.0e-16"]),   # chapter 10, before
+    ("4 coils: residual = 1.4e-15", ["1.4e-15"]),
+    ("tiny: 0.00000031", ["0.00000031"]),
+    ("loss 2.754633903503418", ["2.754633903503418"]),
+    ("l(p) by hand: 1.07782   library: 1.07782", []),
+    ("input (2, 1, 64, 64) -> logits (2, 4, 64, 64); 123,164 parameters; 1e-12: True; 0.0", []),
+    ("Parseval ||F x|| / ||x|| = 1.0; per-sample losses: [0.746  0.7006 0.6794 0.6551]", []),
+    ("ImbalancedSplit(... seed 0 ...); test positives: 73 of 719; cell-2 pair-1e3", []),
+])
+def test_noise_level_guard_on_examples(text, bad):
+    assert noise_level_numbers(text) == bad
+
+
+def test_noise_level_guard_rejects_the_old_chapter_10_cell():
+    old_output = ("Parseval ||F x|| / ||x|| = 1.0\n1 coil: |<Ex, y> - <x, E^H y>| / |<Ex, y>| = 5.9e-16 < 1e-12: True\n"
+                  "4 coils: |<Ex, y> - <x, E^H y>| / |<Ex, y>| = 1.4e-15 < 1e-12: True\n")
+    assert noise_level_numbers(old_output) == ["5.9e-16", "1.4e-15"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_checked_cells_print_no_floating_point_noise(path):
+    problems = []
+    for index, cell in enumerate(_load(path)["cells"]):
+        if cell["cell_type"] == "code" and "NBVAL_CHECK_OUTPUT" in _src(cell):
+            bad = noise_level_numbers(_output_text(cell))
+            if bad:
+                problems.append(f"cell {index}: {bad}")
+    assert not problems, (f"{path.relative_to(ROOT)}: checked cells print numbers at floating-point-noise "
+                          f"level, which differ between machines: {problems}. Print a verdict "
+                          "(e.g. 'below 1e-12: True') or round far above round-off")

@@ -55,6 +55,17 @@ def test_jupyter_book_pinned_below_2():
     assert jb and "<2" in jb[0].replace(" ", "")
 
 
+def test_declared_python_range_is_the_tested_one():
+    """pyproject.toml and environment.yml declare the same lowest Python, and it is the one CI runs on
+    (3.11: these tests use ``tomllib``, and CPU torch for CI ships for 3.11), so the range is true."""
+    import sys
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    env = re.search(r"-\s*python\s*>=\s*([0-9.]+)", (ROOT / "environment.yml").read_text())
+    assert declared.replace(" ", "") == ">=3.11" and env and env.group(1) == "3.11"
+    assert sys.version_info >= (3, 11)
+
+
 def test_readme_gives_the_two_commands():
     readme = (ROOT / "README.md").read_text()
     assert 'pip install -e ".[book]" && jupyter-book build .' in readme
