@@ -66,10 +66,9 @@ def main() -> None:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 net, info = auc_alm.train_binary_classifier(
-                    net, split.X_train, split.y_train, loss="bce", alm=alm, epochs=args.epochs, seed=seed,
+                    net, split.X_train, split.y_train, loss="bce", alm=alm, num_epochs=args.epochs, seed=seed,
                     augment=crop_and_flip, X_val=split.X_val, y_val=split.y_val, optimizer="sgd", lr=0.01,
-                    weight_decay=2e-4, select_best=True,
-                    device=device, return_history=True)
+                    weight_decay=2e-4, select_best=True, device=device)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - t0

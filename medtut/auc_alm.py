@@ -18,7 +18,9 @@ section:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,8 +28,8 @@ import torch
 from torch import nn
 
 from . import metrics
-from .config import get_device, seed_everything
-from .train import fit
+from .config import isolated_rng, resolve_device
+from .train import TrainResult, fit, predict
 
 HIGH_TPRS = (0.90, 0.95, 0.98)
 
@@ -367,72 +369,107 @@ def _check_dataset(X, y, name: str = "X") -> tuple[torch.Tensor, torch.Tensor]:
     return X.float(), y.float()
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, X, batch_size: int = 1024, device: torch.device | None = None) -> np.ndarray:
+def predict_logits(model: nn.Module, X, batch_size: int = 1024, device: torch.device | str | None = None) -> np.ndarray:
     """Logits of ``model`` on X (N, ...) in eval mode, as a float64 numpy array (N,)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    X = torch.as_tensor(X)
-    out = [model(X[i:i + batch_size].to(device)).reshape(-1).double().cpu() for i in range(0, len(X), batch_size)]
-    model.train(was_training)
-    return torch.cat(out).numpy()
+    return predict(model, X, batch_size=batch_size, device=device).reshape(-1).double().numpy()
 
 
-def train_binary_classifier(model: nn.Module, X, y, loss: str = "bce", alm: Mapping | None = None, *,
-                            epochs: int = 40, seed: int = 0, augment: Callable | None = None,
-                            X_val=None, y_val=None, batch_size: int = 64, lr: float = 3e-3,
-                            weight_decay: float = 1e-4, optimizer: str = "adam",
-                            loss_kwargs: Mapping | None = None,
-                            select_best: bool = False, device: torch.device | None = None,
-                            progress: bool = False, return_history: bool = False, desc: str | None = None):
+@dataclass
+class TrainConfig:
+    """Options of :func:`train_binary_classifier`.
+
+    loss: a name of :func:`make_loss` (``"wbce"`` gets ``pos_weight = #neg/#pos`` unless given in
+        ``loss_kwargs``); alm: ``None`` (base loss only) or a dict of :class:`AugmentedLagrangian` settings
+        (``delta``, ``mu0``, ``rho``, ``mu_max``, ``schedule``, ``warmup``);
+    num_epochs, batch_size, lr, weight_decay; optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, the
+        paper's); select_best: return the weights of the epoch with the best validation AUC (the paper's
+        checkpointing).
+    """
+    loss: str = "bce"
+    alm: Mapping | None = None
+    num_epochs: int = 40
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adam"
+    loss_kwargs: Mapping | None = None
+    select_best: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.num_epochs, int) or self.num_epochs < 1:
+            raise ValueError(f"num_epochs must be an int >= 1; got {self.num_epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1; got {self.batch_size!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {self.optimizer!r}")
+        if self.alm is not None and not isinstance(self.alm, Mapping):
+            raise ValueError(f"alm must be None or a dict of AugmentedLagrangian settings; got "
+                             f"{type(self.alm).__name__}")
+
+
+@dataclass
+class ClassifierResult(TrainResult):
+    """:class:`medtut.train.TrainResult` plus the Lagrangian (``None`` without ALM) and, with
+    ``select_best``, the 0-based epoch whose weights were kept."""
+    alm: "AugmentedLagrangian | None" = None
+    best_epoch: int | None = None
+
+
+def train_binary_classifier(model: nn.Module, X, y, cfg: TrainConfig | None = None, *, seed: int = 0,
+                            augment: Callable | None = None, X_val=None, y_val=None,
+                            device: torch.device | str | None = None, progress: bool = False,
+                            desc: str | None = None, **options) -> tuple[nn.Module, ClassifierResult]:
     """Train a one-logit classifier with a base loss, with or without the Augmented Lagrangian.
 
     model: maps (B, ...) inputs to (B,) or (B, 1) logits. X: (N, ...) float; y: (N,) with 1 = positive.
-    loss: a name of :func:`make_loss` (``"wbce"`` gets ``pos_weight = #neg/#pos`` unless given in
-    ``loss_kwargs``). alm: ``None`` (base loss only) or a dict of :class:`AugmentedLagrangian` settings
-    (``delta``, ``mu0``, ``rho``, ``mu_max``, ``schedule``, ``warmup``). augment: ``augment(x, generator)``
-    applied to each training batch. X_val, y_val: validation set; its AUC is logged every epoch, drives the
-    μ schedule, and with ``select_best`` the weights with the best validation AUC are returned (the paper's
-    checkpointing). optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, the paper's), with ``lr`` and
-    ``weight_decay``; batches are shuffled by a generator seeded with ``seed``.
+    cfg: a :class:`TrainConfig`; ``options`` replace its fields for this call
+    (``train_binary_classifier(net, X, y, loss="wbce", num_epochs=10)``).
+    augment: ``augment(x, generator)`` applied to each training batch. X_val, y_val: validation set; its
+    AUC is logged every epoch, drives the paper's μ schedule and, with ``select_best``, picks the weights.
+    seed: batches are shuffled and augmented by generators seeded with ``seed``, and whatever the model
+    draws from torch's global generator during training (dropout) is seeded by it too, without changing
+    the caller's global random state.
 
-    Returns the trained model (in eval mode); with ``return_history=True`` ``(model, info)`` where
-    ``info = {"history": History, "alm": AugmentedLagrangian or None, "wall_time_s": float}``. The same
-    information is attached to the model as ``model.training_info``.
+    Returns ``(model in eval mode, ClassifierResult)``.
     """
+    cfg = cfg if cfg is not None else TrainConfig()
+    if not isinstance(cfg, TrainConfig):
+        raise ValueError(f"cfg must be an auc_alm.TrainConfig; got {type(cfg).__name__}")
+    unknown = set(options) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; TrainConfig has "
+                         f"{[f.name for f in dataclasses.fields(TrainConfig)]}")
+    cfg = dataclasses.replace(cfg, **options)
     X, y = _check_dataset(X, y)
     if not (y == 1).any() or not (y == 0).any():
         raise ValueError(f"the training set needs both classes; got {int(y.sum())} positives of {len(y)}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1; got {epochs}")
     has_val = X_val is not None
     if has_val:
         X_val, y_val = _check_dataset(X_val, y_val, "X_val")
-    if alm is not None and not isinstance(alm, Mapping):
-        raise ValueError(f"alm must be None or a dict of AugmentedLagrangian settings; got {type(alm).__name__}")
-    alm_settings = dict(alm or {})
-    if alm is not None and alm_settings.get("schedule", "paper") == "paper" and not has_val:
+    alm_settings = dict(cfg.alm or {})
+    if cfg.alm is not None and alm_settings.get("schedule", "paper") == "paper" and not has_val:
         raise ValueError("the paper's μ schedule is driven by the validation AUC: pass X_val and y_val, "
                          "or use alm={'schedule': 'geometric', ...}")
 
-    device = device or get_device()
-    generator = seed_everything(seed)
+    device = resolve_device(device)
+    generator = torch.Generator().manual_seed(seed)
     model.to(device)
-    kwargs = dict(loss_kwargs or {})
-    if loss.lower().replace("-", "") == "wbce" and "pos_weight" not in kwargs:
+    kwargs = dict(cfg.loss_kwargs or {})
+    if cfg.loss.lower().replace("-", "") == "wbce" and "pos_weight" not in kwargs:
         kwargs["pos_weight"] = float((y == 0).sum() / (y == 1).sum())
-    base_loss = make_loss(loss, **kwargs)
-    lagrangian = AugmentedLagrangian(len(X), **alm_settings) if alm is not None else None
+    base_loss = make_loss(cfg.loss, **kwargs)
+    lagrangian = AugmentedLagrangian(len(X), **alm_settings) if cfg.alm is not None else None
 
     dataset = torch.utils.data.TensorDataset(X, y, torch.arange(len(X)))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
-    if optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=generator)
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {optimizer!r}")
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     aug_gen = torch.Generator().manual_seed(seed + 1_000_003)
     best = {"auc": -1.0, "state": None, "epoch": -1}
 
@@ -457,7 +494,7 @@ def train_binary_classifier(model: nn.Module, X, y, loss: str = "bce", alm: Mapp
         if has_val:
             val_auc = metrics.roc_auc(y_val.numpy(), predict_logits(model, X_val, device=device))
             record["val_auc"] = val_auc
-            if select_best and val_auc > best["auc"]:
+            if cfg.select_best and val_auc > best["auc"]:
                 best.update(auc=val_auc, state=copy.deepcopy(model.state_dict()), epoch=len(best_epochs))
         best_epochs.append(val_auc)
         if lagrangian is not None:
@@ -467,16 +504,15 @@ def train_binary_classifier(model: nn.Module, X, y, loss: str = "bce", alm: Mapp
         return record
 
     best_epochs: list = []
-    history = fit(step, opt, data=loader, num_epochs=epochs, eval_fn=end_of_epoch,
-                  eval_every=len(loader), models=model, progress=progress,
-                  desc=desc or (f"{loss}{' + ALM' if alm is not None else ''} (seed {seed})"))
-    if select_best and best["state"] is not None:
+    with isolated_rng(seed, device):
+        history = fit(step, opt, data=loader, num_epochs=cfg.num_epochs, eval_fn=end_of_epoch,
+                      eval_every=len(loader), models=model, progress=progress,
+                      desc=desc or (f"{cfg.loss}{' + ALM' if cfg.alm is not None else ''} (seed {seed})"))
+    if cfg.select_best and best["state"] is not None:
         model.load_state_dict(best["state"])
     model.eval()
-    info = {"history": history, "alm": lagrangian, "wall_time_s": getattr(history, "wall_time_s", float("nan")),
-            "best_epoch": best["epoch"] if select_best else None}
-    model.training_info = info
-    return (model, info) if return_history else model
+    return model, ClassifierResult(history, history.wall_time_s, alm=lagrangian,
+                                   best_epoch=best["epoch"] if cfg.select_best else None)
 
 
 def evaluate_scores(y_true, scores, tprs: Sequence[float] = HIGH_TPRS) -> dict[str, float]:
@@ -547,5 +583,5 @@ def paired_wins(baseline: Sequence[float], method: Sequence[float], lower_is_bet
 
 __all__ = ["HIGH_TPRS", "auc_constraints", "AugmentedLagrangian", "asymmetric_focal_loss", "mini_batch_auc_loss",
            "BASE_LOSSES", "LOSS_NAMES", "make_loss", "TinyCNN", "resnet10", "predict_logits",
-           "train_binary_classifier", "evaluate_scores", "roc_points", "threshold_at_tpr",
+           "TrainConfig", "ClassifierResult", "train_binary_classifier", "evaluate_scores", "roc_points", "threshold_at_tpr",
            "confusion_at_threshold", "ensemble_logits", "paired_wins"]

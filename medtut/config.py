@@ -12,6 +12,7 @@ Environment variables
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from typing import TypeVar
@@ -94,6 +95,10 @@ def get_device() -> torch.device:
                              f"got {forced!r}") from err
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"MEDTUT_DEVICE={forced!r} but torch sees no CUDA device")
+        if device.type == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise ValueError(f"MEDTUT_DEVICE={forced!r} but Apple's MPS backend is not available here")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -101,6 +106,63 @@ def get_device() -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The one device rule of the book: ``None`` means :func:`get_device`; anything else is checked.
+
+    Every function of medtut that builds or trains a model takes ``device=None`` and calls this, so a
+    notebook that passes nothing runs on Colab's GPU, and a wrong name fails here with a message that says
+    what is available, not deep inside torch.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device is None:
+        return get_device()
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be None, a string such as 'cpu' or 'cuda:0', or a torch.device; "
+                         f"got {type(device).__name__}")
+    if isinstance(device, str) and device.strip().lower() == "gpu":
+        raise ValueError("device 'gpu' is not a torch device name: use 'cuda' (NVIDIA), 'mps' (Apple) or None "
+                         "(the best available)")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device must name a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps'; "
+                         f"got {device!r}") from err
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(resolved)!r} asked for, but torch sees no CUDA device here; pass "
+                             "device=None to use the best available device (on Colab: Runtime > Change "
+                             "runtime type > GPU)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(resolved)!r} asked for, but only {torch.cuda.device_count()} CUDA "
+                             "device(s) exist")
+    if resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("device 'mps' asked for, but Apple's MPS backend is not available here; pass "
+                             "device=None to use the best available device")
+    return resolved
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int, device: str | torch.device | None = None):
+    """Run a block with torch's global generator seeded to ``seed``, then put the caller's state back.
+
+    This is how library code seeds what only draws from the global generator (a module's weight
+    initialisation, ``torch.randn_like`` inside a model): the block is reproducible, and the notebook's
+    next random draw is the one it would have been without the call. Also forks the CUDA generator of
+    ``device`` when that is a CUDA device.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    device = torch.device(device) if device is not None else None
+    cuda = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:

@@ -2,15 +2,15 @@
 
 Reads top-down like the method (Arican, Kara et al., CVPR 2022, arXiv:2111.15362):
 
-1. **Deep Image Prior** (:func:`fit_dip`): fit a randomly initialised CNN ``f_theta(eta)`` to the corrupted
+1. **The search space** (:class:`Arch`, :func:`build_model`, :func:`sample_architectures`): an
+   encoder-decoder whose upsampling cell (spatial primitive x conv op x kernel x activation) and
+   cross-scale skip pattern are searched; every architecture has a compact name and ``build_model(name)``
+   rebuilds it.
+2. **Deep Image Prior** (:func:`fit_dip`): fit a randomly initialised CNN ``f_theta(eta)`` to the corrupted
    image ``x0`` by ``min_theta ||A(f_theta(eta)) - x0||^2`` with Adam, a fresh jitter on the input code at
    every step and an exponential moving average (EMA) of the outputs. PSNR is tracked per step; we report
    it at a fixed iteration and, labelled as such, at the oracle best iteration (which needs the ground
    truth and is therefore not available in practice).
-2. **The search space** (:class:`Arch`, :func:`build_model`, :func:`sample_architectures`): an
-   encoder-decoder whose upsampling cell (spatial primitive x conv op x kernel x activation) and
-   cross-scale skip pattern are searched; every architecture has a compact name and ``build_model(name)``
-   rebuilds it.
 3. **Image-specific metrics** (:func:`psd`, :func:`psd_db_mse`, :func:`strip_mse`,
    :func:`strip_wasserstein`, :func:`bandwidth_99`, :func:`score_architecture`): compare the power
    spectrum of an *untrained* network's random output with that of the corrupted image. No training.
@@ -30,12 +30,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import get_device
+from .config import resolve_device
 from .data.dip_images import DIPProblem
+from .metrics import batch_psnr, psnr
 from .train import History, fit
 
 # ---------------------------------------------------------------------------------------------------
-# 2. The search space
+# 1. The search space
 # ---------------------------------------------------------------------------------------------------
 
 PRIMITIVES = ("bilinear", "bicubic", "nearest", "pixelshuffle", "transposed")
@@ -280,7 +281,7 @@ def build_model(name: str | Arch, in_channels: int = 8, out_channels: int = 1, w
         model = grouped
     elif copies < 1:
         raise ValueError(f"copies must be >= 1; got {copies}")
-    return model.to(device if device is not None else get_device())
+    return model.to(resolve_device(device))
 
 
 def input_code(shape: Sequence[int], seed: int, scale: float = 0.1) -> torch.Tensor:
@@ -289,14 +290,8 @@ def input_code(shape: Sequence[int], seed: int, scale: float = 0.1) -> torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------------
-# 1. Deep Image Prior fitting
+# 2. Deep Image Prior fitting
 # ---------------------------------------------------------------------------------------------------
-
-def torch_psnr(x: torch.Tensor, reference: torch.Tensor) -> float:
-    """PSNR in dB for images in [0, 1] (data range 1), as a float."""
-    mse = float(torch.mean((x.float() - reference.float()) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
-
 
 @dataclass
 class DIPResult:
@@ -308,7 +303,7 @@ class DIPResult:
     psnr_ema: np.ndarray
     output: torch.Tensor
     history: History = field(repr=False)
-    wall_s: float = 0.0
+    wall_time_s: float = 0.0
 
     @property
     def final_psnr(self) -> float:
@@ -362,7 +357,7 @@ def fit_dip(name: str | Arch, problems: DIPProblem | Sequence[DIPProblem], num_s
     if not 0 <= ema < 1:
         raise ValueError(f"ema must be in [0, 1); got {ema}")
     single, probs, (C, H, W) = _problem_list(problems)
-    device = torch.device(device) if device is not None else get_device()
+    device = resolve_device(device)
     P = len(probs)
     model = build_model(name, in_channels, C, width, seed=seed, device=device, copies=P)
     arch_name = model.name
@@ -385,7 +380,7 @@ def fit_dip(name: str | Arch, problems: DIPProblem | Sequence[DIPProblem], num_s
             d = out.detach()[:, 0]
             state["ema"] = d.clone() if state["ema"] is None else state["ema"].mul_(ema).add_(d, alpha=1 - ema)
             for j, y in enumerate((d, state["ema"])):
-                curves[state["t"], :, j] = -10 * torch.log10(torch.mean((y - clean) ** 2, dim=(1, 2, 3)))
+                curves[state["t"], :, j] = batch_psnr(y, clean)
             state["t"] += 1
         return {"loss": losses.sum()}
 
@@ -616,7 +611,7 @@ def consensus_pick(outputs: Mapping[str, torch.Tensor], scores: Mapping[str, flo
         w = torch.ones_like(w)
     stack = torch.stack([torch.as_tensor(outputs[n]).float().cpu() for n in names])
     consensus = (w.view(-1, *[1] * (stack.ndim - 1)) * stack).sum(0) / w.sum()
-    closeness = [torch_psnr(stack[i], consensus) for i in range(len(names))]
+    closeness = [psnr(stack[i], consensus, data_range=1.0) for i in range(len(names))]
     return names[int(np.argmax(closeness))], consensus
 
 
@@ -666,7 +661,7 @@ def kendall_tau(metric_values: Sequence[float], psnrs: Sequence[float]) -> float
 
 
 __all__ = ["PRIMITIVES", "CONV_OPS", "KERNELS", "ACTIVATIONS", "Arch", "SearchSpace", "default_dip_arch",
-           "sample_architectures", "UpCell", "SearchableNet", "build_model", "input_code", "torch_psnr",
+           "sample_architectures", "UpCell", "SearchableNet", "build_model", "input_code",
            "DIPResult", "fit_dip", "STRIP", "psd", "frequency_radius", "strip_mask", "db", "psd_db_mse",
            "strip_mse", "strip_wasserstein", "bandwidth_99", "METRICS", "random_output",
            "score_architecture", "select_cohort", "rank_weights", "consensus_pick", "isnas_pick",

@@ -24,6 +24,8 @@ Shapes: data ``x`` is ``(B, D)`` (images flattened), codes ``z`` are ``(B, d)``;
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from .train import History, fit
+from .config import isolated_rng, resolve_device
+from .train import TrainResult, fit
 
 LossSpec = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -252,13 +255,43 @@ def armijo_accept(loss_old: torch.Tensor, loss_new: torch.Tensor, f_new: torch.T
     return torch.isfinite(loss_new) & (decrease >= sigma * dt * dt_max * f_new.pow(2).sum(1))
 
 
-def adaptive_euler(decoder: nn.Module, x: torch.Tensor, z0: torch.Tensor, loss: LossSpec = "bce", *,
-                   alpha: float = 1.0, tau: float = 1e4, dt0: float = 1.0, dt_max: float = 10.0,
-                   sigma: float = 1e-5, shrink: float = 0.5, grow: float = 1.1, min_dt: float = 0.5 ** 20,
-                   forced_dt: float | None = None, conv_start: float = 0.02, conv_window: int = 5,
-                   conv_tol: float = 1e-5, max_evals: int = 300, shared_step: bool = False
+@dataclass(frozen=True)
+class AMDConfig:
+    """Settings of the paper's adaptive Euler solver (:func:`adaptive_euler`); defaults are the official code's.
+
+    dt0, dt_max: first and largest step; sigma: Armijo constant; shrink, grow: step factors on rejection and
+    acceptance; min_dt: below it the next step is forced, with forced_dt (default dt_max); conv_start,
+    conv_window, conv_tol: the early stop on a flat loss; max_evals: gradient evaluations at most;
+    shared_step: one step size for the whole batch (the official code) instead of one per sample.
+    """
+    dt0: float = 1.0
+    dt_max: float = 10.0
+    sigma: float = 1e-5
+    shrink: float = 0.5
+    grow: float = 1.1
+    min_dt: float = 0.5 ** 20
+    forced_dt: float | None = None
+    conv_start: float = 0.02
+    conv_window: int = 5
+    conv_tol: float = 1e-5
+    max_evals: int = 300
+    shared_step: bool = False
+
+    def __post_init__(self):
+        if not (0 < self.shrink < 1 and self.grow >= 1 and self.dt0 > 0 and self.dt_max > 0
+                and self.max_evals >= 1 and self.conv_window >= 1 and self.min_dt > 0):
+            raise ValueError(f"need 0 < shrink < 1, grow >= 1, dt0 > 0, dt_max > 0, min_dt > 0, max_evals >= 1 "
+                             f"and conv_window >= 1; got shrink={self.shrink}, grow={self.grow}, dt0={self.dt0}, "
+                             f"dt_max={self.dt_max}, min_dt={self.min_dt}, max_evals={self.max_evals}, "
+                             f"conv_window={self.conv_window}")
+
+
+def adaptive_euler(decoder: nn.Module, x: torch.Tensor, z0: torch.Tensor, loss: LossSpec = "bce",
+                   cfg: AMDConfig | None = None, *, alpha: float = 1.0, tau: float = 1e4, **options
                    ) -> tuple[torch.Tensor, dict]:
     """Integrate ``dz/dt = -alpha grad_z l`` from ``z0`` to ``tau`` with the paper's adaptive Euler.
+
+    cfg: an :class:`AMDConfig`; ``options`` replace its fields for this call (``max_evals=60``).
 
     Each trial is an explicit Euler step ``z+ = z + dt f(z)``, kept when :func:`armijo_accept` holds.
     - rejection: ``dt <- shrink * dt``; when ``dt`` falls below ``min_dt`` the next step is *forced*
@@ -277,10 +310,18 @@ def adaptive_euler(decoder: nn.Module, x: torch.Tensor, z0: torch.Tensor, loss: 
     ``"t"`` (each sample's reached time), ``"per_sample_loss"``, ``"accepted"``, ``"rejected"``,
     ``"forced"`` (counts) and ``"stopped"`` (``"tau"``, ``"flat"`` or ``"max_evals"``).
     """
-    if not (0 < shrink < 1 and grow >= 1 and dt0 > 0 and dt_max > 0 and tau > 0 and max_evals >= 1):
-        raise ValueError(f"need 0 < shrink < 1, grow >= 1, dt0 > 0, dt_max > 0, tau > 0, max_evals >= 1; got "
-                         f"shrink={shrink}, grow={grow}, dt0={dt0}, dt_max={dt_max}, tau={tau}, max_evals={max_evals}")
-    forced_dt = dt_max if forced_dt is None else forced_dt
+    unknown = set(options) - {f.name for f in dataclasses.fields(AMDConfig)}
+    if unknown:
+        raise ValueError(f"unknown solver option(s) {sorted(unknown)}; AMDConfig has "
+                         f"{[f.name for f in dataclasses.fields(AMDConfig)]}")
+    cfg = dataclasses.replace(cfg if cfg is not None else AMDConfig(), **options)
+    if not (tau > 0 and alpha > 0):
+        raise ValueError(f"tau and alpha must be > 0 (a negative value runs the flow uphill); got tau={tau}, "
+                         f"alpha={alpha}")
+    dt0, dt_max, sigma, shrink, grow, min_dt = cfg.dt0, cfg.dt_max, cfg.sigma, cfg.shrink, cfg.grow, cfg.min_dt
+    conv_start, conv_window, conv_tol = cfg.conv_start, cfg.conv_window, cfg.conv_tol
+    max_evals, shared_step = cfg.max_evals, cfg.shared_step
+    forced_dt = dt_max if cfg.forced_dt is None else cfg.forced_dt
     batch = z0.shape[0]
     z = z0.detach().clone()
     l_cur, g = loss_and_grad(decoder, x, z, loss)
@@ -528,41 +569,13 @@ def evaluate_ae_refined(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor,
     return float(info["per_sample_loss"].mean())
 
 
-def data_efficiency_curve(method: str, x_train: torch.Tensor, x_test: torch.Tensor, seen: Sequence[int], *,
-                          latent_dim: int, hidden: Sequence[int], loss: LossSpec = "bce", batch_size: int = 5,
-                          lr: float = 5e-4, seed: int = 0, train_flow: dict | None = None,
-                          test_flow: dict | None = None, device=None, progress: bool = True
-                          ) -> tuple[dict, History]:
-    """Train one model for a single pass and record its test loss after ``seen`` training images.
-
-    method: ``"GFE"`` (decoder only, approximate gradient) or ``"AE"`` (mirrored encoder + decoder;
-    also reports ``"AE + refinement"``, the AE decoder with test-time flow from ``E(x)``).
-    The set-up follows the paper's MNIST run: RMSprop (``lr``, alpha 0.9, eps 1e-6), batch
-    ``batch_size``, one epoch over ``x_train`` (shuffled by ``seed``). ``train_flow`` / ``test_flow``:
-    keyword arguments of :func:`encode` for the inner solves (e.g. ``{"max_evals": 60}``).
-
-    Returns ``({method name: np.array of test losses, one per entry of seen}, History)``.
-    """
-    from . import seed_everything
-
-    if method not in {"GFE", "AE"}:
-        raise ValueError(f"method must be 'GFE' or 'AE'; got {method!r}")
-    seen = sorted(int(n) for n in seen)
-    if not seen or seen[0] < batch_size or seen[-1] > len(x_train):
-        raise ValueError(f"seen must lie in [{batch_size}, {len(x_train)}] (batch size, training set size); "
-                         f"got {seen}")
-    check_data(x_train, loss, "x_train")
-    check_data(x_test, loss, "x_test")
-    gen = seed_everything(seed)
-    device = device if device is not None else x_train.device
-    dim = x_train.shape[1]
-    decoder = make_decoder(latent_dim, dim, hidden).to(device)
+def _train_curve(method, decoder, encoder, x_train, x_test, seen, loss, batch_size, lr, seed, gen, train_flow,
+                 test_flow, device, progress):
     params = list(decoder.parameters())
     models: dict[str, nn.Module] = {"decoder": decoder}
     train_flow = dict(train_flow or {})
     test_flow = dict(test_flow or {})
     if method == "AE":
-        encoder = make_encoder(dim, latent_dim, tuple(reversed(tuple(hidden)))).to(device)
         params += list(encoder.parameters())
         models["encoder"] = encoder
         step = make_ae_step(encoder, decoder, loss, device=device)
@@ -587,12 +600,57 @@ def data_efficiency_curve(method: str, x_train: torch.Tensor, x_test: torch.Tens
                     "test_AE + refinement": evaluate_ae_refined(encoder, decoder, x_test, loss, **test_flow)}
         return {"test_GFE": evaluate_gfe(decoder, x_test, loss, seed=seed + 10_000, **test_flow)}
 
-    history = fit(counted_step, optimizer, data=batches, num_steps=len(batches), eval_fn=eval_fn, eval_every=1,
-                  models=models, desc=f"{method} (seed {seed})", progress=progress)
+    return fit(counted_step, optimizer, data=batches, num_steps=len(batches), eval_fn=eval_fn,
+               eval_every=1, models=models, desc=f"{method} (seed {seed})", progress=progress)
+
+
+@dataclass
+class CurveResult(TrainResult):
+    """:class:`medtut.train.TrainResult` plus the test-loss curves ``{method name: (len(seen),) array}``
+    (``"GFE"``, or ``"AE"`` and ``"AE + refinement"``) and the images seen at each point."""
+    curves: dict = dataclasses.field(default_factory=dict)
+    seen: tuple = ()
+
+
+def data_efficiency_curve(method: str, x_train: torch.Tensor, x_test: torch.Tensor, seen: Sequence[int], *,
+                          latent_dim: int, hidden: Sequence[int], loss: LossSpec = "bce", batch_size: int = 5,
+                          lr: float = 5e-4, seed: int = 0, train_flow: dict | None = None,
+                          test_flow: dict | None = None, device=None, progress: bool = True
+                          ) -> tuple[dict[str, nn.Module], CurveResult]:
+    """Train one model for a single pass and record its test loss after ``seen`` training images.
+
+    method: ``"GFE"`` (decoder only, approximate gradient) or ``"AE"`` (mirrored encoder + decoder;
+    also reports ``"AE + refinement"``, the AE decoder with test-time flow from ``E(x)``).
+    The set-up follows the paper's MNIST run: RMSprop (``lr``, alpha 0.9, eps 1e-6), batch
+    ``batch_size``, one epoch over ``x_train`` (shuffled by ``seed``). ``train_flow`` / ``test_flow``:
+    keyword arguments of :func:`encode` for the inner solves (e.g. ``{"max_evals": 60}``). The weights are
+    initialised from ``seed`` without touching the caller's global random state.
+
+    Returns ``({"decoder": ..., "encoder": ... (AE only)}, CurveResult)``.
+    """
+    if method not in {"GFE", "AE"}:
+        raise ValueError(f"method must be 'GFE' or 'AE'; got {method!r}")
+    seen = sorted(int(n) for n in seen)
+    if not seen or seen[0] < batch_size or seen[-1] > len(x_train):
+        raise ValueError(f"seen must lie in [{batch_size}, {len(x_train)}] (batch size, training set size); "
+                         f"got {seen}")
+    if not (lr > 0):
+        raise ValueError(f"lr must be > 0; got {lr}")
+    check_data(x_train, loss, "x_train")
+    check_data(x_test, loss, "x_test")
+    gen = torch.Generator().manual_seed(seed)
+    device = resolve_device(device)
+    dim = x_train.shape[1]
+    with isolated_rng(seed, device):   # one seeded block from initialisation to the end of training
+        decoder = make_decoder(latent_dim, dim, hidden).to(device)
+        encoder = (make_encoder(dim, latent_dim, tuple(reversed(tuple(hidden)))).to(device)
+                   if method == "AE" else None)
+        history = _train_curve(method, decoder, encoder, x_train, x_test, seen, loss, batch_size, lr, seed, gen,
+                               train_flow, test_flow, device, progress)
     names = ["AE", "AE + refinement"] if method == "AE" else ["GFE"]
     curves = {name: history[f"test_{name}"] for name in names}
-    history.models = models  # type: ignore[attr-defined]
-    return curves, history
+    models = {"decoder": decoder, **({"encoder": encoder} if encoder is not None else {})}
+    return models, CurveResult(history, history.wall_time_s, curves=curves, seen=tuple(seen))
 
 
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -602,6 +660,6 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
 
 __all__ = ["make_decoder", "make_encoder", "latent_dim_of", "reconstruction_loss", "check_data",
            "initial_code", "loss_and_grad", "GradientFlow", "SecondOrderFlow", "armijo_accept",
-           "adaptive_euler", "encode", "flow_loss", "decoder_gradient", "make_gfe_step", "make_ae_step",
-           "evaluate_ae", "evaluate_gfe", "evaluate_ae_refined", "data_efficiency_curve",
+           "AMDConfig", "adaptive_euler", "encode", "flow_loss", "decoder_gradient", "make_gfe_step", "make_ae_step",
+           "evaluate_ae", "evaluate_gfe", "evaluate_ae_refined", "CurveResult", "data_efficiency_curve",
            "cosine_similarity"]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -38,8 +39,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import isolated_rng, resolve_device
 from .metrics import dice
-from .train import History, fit
+from .train import History, TrainResult, fit, predict
 
 # ------------------------------------------------------------------------------------------------
 # 1. data assumptions: volumes are lists of (D, H, W) tensors, or one (N, D, H, W) tensor
@@ -334,21 +336,11 @@ def local_contrastive_loss(z_a: torch.Tensor, z_b: torch.Tensor, y_a: torch.Tens
 # ------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def predict_volumes(model: nn.Module, volumes, batch_size: int = 64, device: torch.device | None = None
+def predict_volumes(model: nn.Module, volumes, batch_size: int = 64, device: torch.device | str | None = None
                     ) -> list[torch.Tensor]:
     """Slice-wise argmax of ``model`` on each (D, H, W) volume → list of (D, H, W) int64 label maps (CPU)."""
-    vols = as_volumes(volumes)
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    for v in vols:
-        preds = [model(v[i:i + batch_size, None].float().to(device)).argmax(1).cpu()
-                 for i in range(0, v.shape[0], batch_size)]
-        out.append(torch.cat(preds))
-    model.train(was_training)
-    return out
+    return [predict(model, v[:, None].float(), batch_size=batch_size, device=device).argmax(1)
+            for v in as_volumes(volumes)]
 
 
 def largest_component(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -500,22 +492,31 @@ def _best_val_tracker(model, split: Split, num_classes: int):
     return state, eval_fn
 
 
+@dataclass
+class SemiSupervisedResult(TrainResult):
+    """:class:`medtut.train.TrainResult` plus the final pseudo-labels of the unlabelled volumes (a list of
+    (D, H, W) int64 maps; empty for ``labelled-only``)."""
+    pseudo_labels: list = field(default_factory=list)
+
+
 def train_baseline(model: nn.Module, split: Split, num_steps: int, batch_size: int = 8, lr: float = 1e-3,
-                   eval_every: int = 25, seed: int = 0, progress: bool = True) -> History:
+                   eval_every: int = 25, seed: int = 0, progress: bool = True,
+                   device: torch.device | str | None = None) -> tuple[nn.Module, TrainResult]:
     """Step 1 of the schedule: the U-Net on the labelled slices only (Dice+CE, spatial augmentation).
 
     Evaluates the validation Dice every ``eval_every`` steps and leaves ``model`` holding the best
-    validation weights. Returns the :class:`~medtut.train.History`.
+    validation weights. Returns ``(model, TrainResult)``.
     """
     cfg = Config(method="labelled-only", num_steps=num_steps, batch_labelled=batch_size, lr=lr,
                  eval_every=eval_every, seed=seed)
-    history, _ = train_semi_supervised(model, split, cfg, progress=progress, desc="baseline")
-    return history
+    model, result = train_semi_supervised(model, split, cfg, progress=progress, desc="baseline", device=device)
+    return model, TrainResult(result.history, result.wall_time_s)
 
 
 def train_semi_supervised(model: nn.Module, split: Split, cfg: Config, num_classes: int | None = None,
-                          progress: bool = True, desc: str | None = None) -> tuple[History, list]:
-    """Continue training ``model`` (usually the baseline) under ``cfg``; returns (history, pseudo-labels).
+                          progress: bool = True, desc: str | None = None,
+                          device: torch.device | str | None = None) -> tuple[nn.Module, SemiSupervisedResult]:
+    """Continue training ``model`` (usually the baseline) under ``cfg``; returns ``(model, result)``.
 
     Each of ``cfg.rounds`` rounds runs ``num_steps // rounds`` steps through :func:`medtut.train.fit`:
 
@@ -526,12 +527,22 @@ def train_semi_supervised(model: nn.Module, split: Split, cfg: Config, num_class
 
     After each round the best validation weights so far are restored and, if another round follows,
     the pseudo-labels of the unlabelled volumes are recomputed (:func:`pseudo_label`). At the end the
-    model holds the best validation weights. The optimiser (Adam) is created once and kept.
+    model holds the best validation weights. The optimiser (Adam) is created once and kept. The result's
+    ``wall_time_s`` covers training and pseudo-labelling (``history.wall_time_s``: training only). Batches and
+    augmentations come from a generator seeded with ``cfg.seed``; the caller's global random state is
+    left as it was. The history's records carry their ``round``.
     """
-    device = next(model.parameters()).device
+    device = resolve_device(device)
+    model.to(device)
     num_classes = num_classes or model.num_classes
     gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()      # the wall time includes pseudo-labelling, part of the method's cost
+    with isolated_rng(cfg.seed, device):
+        history, pseudo = _train_rounds(model, split, cfg, num_classes, gen, device, progress, desc)
+    return model, SemiSupervisedResult(history, time.perf_counter() - start, pseudo_labels=pseudo)
+
+
+def _train_rounds(model, split, cfg, num_classes, gen, device, progress, desc):
     x_lab = slices_of(split.labelled_images).float()
     y_lab = slices_of(split.labelled_labels).long()
     x_unl = slices_of(split.unlabelled_images).float()
@@ -577,12 +588,9 @@ def train_semi_supervised(model: nn.Module, split: Split, cfg: Config, num_class
             if r > 0:  # refresh from the best-validation weights so far
                 pseudo = pseudo_label(model, split.unlabelled_images, num_classes, cfg.postprocess)
             y_unl = torch.cat(pseudo)
-        offset = len(history.records) and history.records[-1]["step"]
-        round_hist = fit(step, optimizer, num_steps=n_steps, eval_fn=eval_fn,
-                         eval_every=min(cfg.eval_every, n_steps), models=model, progress=progress,
-                         desc=(desc or cfg.method) + (f" round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else ""))
-        for rec in round_hist.records:
-            history.records.append({**rec, "step": rec["step"] + offset, "round": r + 1})
+        fit(step, optimizer, num_steps=n_steps, eval_fn=eval_fn, eval_every=min(cfg.eval_every, n_steps),
+            models=model, progress=progress, history=history, tags={"round": r + 1},
+            desc=(desc or cfg.method) + (f" round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else ""))
         model.load_state_dict(state["weights"])
     return history, pseudo
 
@@ -600,25 +608,29 @@ def evaluate_dice(model: nn.Module, images, labels, num_classes: int) -> np.ndar
     return np.concatenate([dice(p[None], l[None].long(), num_classes) for p, l in zip(preds, labs)])
 
 
+@dataclass
+class ArmResult(SemiSupervisedResult):
+    """One arm of the comparison (:func:`continue_and_evaluate`): the training result plus the test Dice
+    ``dice`` (N_test, C-1), the best validation Dice ``val_dice`` and the final weights ``state`` (CPU)."""
+    dice: np.ndarray | None = None
+    val_dice: float = float("nan")
+    state: dict = field(default_factory=dict)
+
+
 def continue_and_evaluate(model: nn.Module, start_state: dict, split: Split, cfg: Config,
-                          progress: bool = True, desc: str | None = None) -> dict:
+                          progress: bool = True, desc: str | None = None,
+                          device: torch.device | str | None = None) -> tuple[nn.Module, ArmResult]:
     """Load ``start_state`` (e.g. the baseline's weights), train under ``cfg`` and score the test set.
 
-    Returns ``{"dice": (N_test, C-1) array, "val_dice": best validation Dice, "history": History,
-    "pseudo": final pseudo-labels, "seconds": wall-clock seconds of training, "state": the final
-    (best-validation) weights, on the CPU}``.
+    Returns ``(model, ArmResult)``.
     """
-    import time
-
     model.load_state_dict(start_state)
-    start = time.perf_counter()
-    history, pseudo = train_semi_supervised(model, split, cfg, progress=progress, desc=desc)
-    seconds = time.perf_counter() - start
+    model, result = train_semi_supervised(model, split, cfg, progress=progress, desc=desc, device=device)
     num_classes = model.num_classes
-    return {"dice": evaluate_dice(model, split.test_images, split.test_labels, num_classes),
-            "val_dice": mean_dice(model, split.val_images, split.val_labels, num_classes),
-            "history": history, "pseudo": pseudo, "seconds": seconds,
-            "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    return model, ArmResult(result.history, result.wall_time_s, pseudo_labels=result.pseudo_labels,
+                            dice=evaluate_dice(model, split.test_images, split.test_labels, num_classes),
+                            val_dice=mean_dice(model, split.val_images, split.val_labels, num_classes),
+                            state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
 
 
 def dice_of_labels(preds, labels, num_classes: int) -> np.ndarray:
@@ -630,4 +642,5 @@ def dice_of_labels(preds, labels, num_classes: int) -> np.ndarray:
 __all__ = ["as_volumes", "slices_of", "Split", "make_split", "UNetWithProjection", "class_prototypes",
            "anchor_terms", "local_contrastive_loss", "predict_volumes", "largest_component", "pseudo_label",
            "spatial_augment", "intensity_augment", "make_pairs", "Config", "METHODS", "seg_loss_fn",
-           "mean_dice", "train_baseline", "train_semi_supervised", "evaluate_dice", "continue_and_evaluate", "dice_of_labels"]
+           "mean_dice", "SemiSupervisedResult", "ArmResult", "train_baseline", "train_semi_supervised", "evaluate_dice",
+           "continue_and_evaluate", "dice_of_labels"]

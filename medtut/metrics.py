@@ -5,6 +5,8 @@ after ``argmax``; they one-hot encode and call MONAI. Image metrics accept numpy
 """
 from __future__ import annotations
 
+import math
+
 import html
 from typing import Mapping, Sequence
 
@@ -54,49 +56,52 @@ def dice(pred, target, num_classes: int, include_background: bool = False) -> np
     return metric(_one_hot(pred, num_classes), _one_hot(target, num_classes)).cpu().numpy()
 
 
-def hd95(pred, target, num_classes: int, spacing: float | Sequence[float] | None = None,
-         include_background: bool = False) -> np.ndarray:
-    """95th-percentile Hausdorff distance per sample and class (in ``spacing`` units, default pixels).
-
-    Same inputs as :func:`dice`; returns (B, C'), NaN/inf where a class is missing (MONAI's convention).
-    """
-    from monai.metrics import compute_hausdorff_distance
-
-    pred, target = _check_label_maps(pred, target, num_classes)
-    out = compute_hausdorff_distance(_one_hot(pred, num_classes), _one_hot(target, num_classes),
-                                     include_background=include_background, percentile=95,
-                                     spacing=spacing)
-    return out.cpu().numpy()
-
-
 def psnr(image, reference, data_range: float | None = None) -> float:
-    """Peak signal-to-noise ratio in dB (``skimage.metrics.peak_signal_noise_ratio``).
+    """Peak signal-to-noise ratio in dB, ``10 log10(data_range² / MSE)`` (``skimage.metrics.peak_signal_noise_ratio``).
 
-    ``data_range`` defaults to the reference's max − min.
+    image, reference: real arrays or tensors of one shape; ``data_range`` (> 0) defaults to the
+    reference's max − min. Identical images give ``inf``. The one PSNR of the book; :func:`batch_psnr`
+    is its per-image twin for a batch of torch tensors inside a training step.
     """
     from skimage.metrics import peak_signal_noise_ratio
 
+    for name, x in (("image", image), ("reference", reference)):
+        if np.iscomplexobj(x) or (isinstance(x, torch.Tensor) and x.is_complex()):
+            raise ValueError(f"{name} is complex: PSNR is defined for real images; pass its magnitude (x.abs())")
     image, reference = _as_numpy(image).astype(np.float64), _as_numpy(reference).astype(np.float64)
     if image.shape != reference.shape:
         raise ValueError(f"image and reference must have the same shape; got {image.shape} and {reference.shape}")
+    if image.size == 0:
+        raise ValueError("image and reference are empty")
+    if not (np.isfinite(image).all() and np.isfinite(reference).all()):
+        raise ValueError("image or reference contains NaN or inf")
     if data_range is None:
         data_range = float(reference.max() - reference.min()) or 1.0
+    if not (np.isfinite(data_range) and data_range > 0):
+        raise ValueError(f"data_range must be a positive number; got {data_range!r}")
+    if np.array_equal(image, reference):
+        return float("inf")
     return float(peak_signal_noise_ratio(reference, image, data_range=data_range))
 
 
-def ssim(image, reference, data_range: float | None = None, channel_axis: int | None = None) -> float:
-    """Structural similarity (``skimage.metrics.structural_similarity``) of 2-D images.
+def batch_psnr(images: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR in dB of each image of a batch, as a torch tensor on the batch's device (no sync, no copy).
 
-    For colour images give ``channel_axis`` (e.g. 0 for (C, H, W)).
+    images: (B, ...) real; reference: the same shape, or one image broadcast over the batch
+    (``reference.shape == images.shape[1:]`` or with a leading 1). Returns (B,).
     """
-    from skimage.metrics import structural_similarity
-
-    image, reference = _as_numpy(image).astype(np.float64), _as_numpy(reference).astype(np.float64)
-    if image.shape != reference.shape:
-        raise ValueError(f"image and reference must have the same shape; got {image.shape} and {reference.shape}")
-    if data_range is None:
-        data_range = float(reference.max() - reference.min()) or 1.0
-    return float(structural_similarity(reference, image, data_range=data_range, channel_axis=channel_axis))
+    if not isinstance(images, torch.Tensor) or not isinstance(reference, torch.Tensor):
+        raise ValueError("images and reference must be torch tensors")
+    if images.ndim < 2 or images.is_complex() or reference.is_complex():
+        raise ValueError(f"images must be a real batch (B, ...); got shape {tuple(images.shape)} dtype {images.dtype}")
+    if reference.shape != images.shape and reference.shape[-(images.ndim - 1):] != images.shape[1:]:
+        raise ValueError(f"reference must be {tuple(images.shape)} or {tuple(images.shape[1:])}; got "
+                         f"{tuple(reference.shape)}")
+    if not (math.isfinite(data_range) and data_range > 0):
+        raise ValueError(f"data_range must be a positive number; got {data_range!r}")
+    mse = torch.mean((images - reference) ** 2, dim=tuple(range(1, images.ndim)))
+    # written as -10 log10(MSE) + 20 log10(range) so that range 1 adds an exact 0
+    return -10 * torch.log10(mse) + 20 * math.log10(data_range)
 
 
 def _check_binary(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -220,4 +225,4 @@ def summarize(results: Mapping[str, Mapping[str, Sequence[float]]], *, fmt: str 
     return ResultsTable(rows, ["method", *metric_names, "n", *extra_cols], caption)
 
 
-__all__ = ["dice", "hd95", "psnr", "ssim", "roc_auc", "fpr_at_tpr", "mean_std", "summarize", "ResultsTable"]
+__all__ = ["dice", "psnr", "batch_psnr", "roc_auc", "fpr_at_tpr", "mean_std", "summarize", "ResultsTable"]

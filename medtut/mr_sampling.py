@@ -28,6 +28,7 @@ each of the real and imaginary parts.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,7 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .train import History, fit
+from .config import isolated_rng, resolve_device
+from .train import History, TrainResult, fit
 
 # ------------------------------------------------------------------------------------------------------
 # 1. MR physics
@@ -348,19 +350,30 @@ def negative_elbo(x: torch.Tensor, x_mean: torch.Tensor, z_mean: torch.Tensor, z
 
 def train_vae(images: torch.Tensor, *, num_steps: int, batch_size: int = 64, lr: float = 1e-3,
               latent_channels: int = 8, n_down: int = 3, width: int = 32, decoder_precision: float = 50.0,
-              val_images: torch.Tensor | None = None, device: torch.device | str | None = None,
-              progress: bool = True) -> tuple[SpatialVAE, History]:
+              val_images: torch.Tensor | None = None, seed: int = 0, device: torch.device | str | None = None,
+              progress: bool = True) -> tuple[SpatialVAE, TrainResult]:
     """Train a :class:`SpatialVAE` on ``images`` (N, 1, H, W) in [0, 1] with Adam through :func:`fit`.
 
-    Batches are drawn with replacement from torch's global generator (seed it first with
-    ``medtut.seed_everything``). ``val_images`` adds a validation −ELBO / MSE (with z = encoder mean for
-    the MSE) to the history every 10 % of the steps. Returns (vae in eval mode, history).
+    The weights, the batches (drawn with replacement) and the reparameterisation noise all come from
+    ``seed``, without touching the caller's global random state. ``val_images`` adds a validation −ELBO /
+    MSE (with z = encoder mean for the MSE) to the history every 10 % of the steps.
+    Returns ``(vae in eval mode, TrainResult)``.
     """
     if images.ndim != 4 or images.shape[1] != 1 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"images must be (N, 1, S, S); got {tuple(images.shape)}")
     if not torch.isfinite(images).all():
         raise ValueError("images contain NaN or inf")
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    if not isinstance(num_steps, int) or num_steps < 1 or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"num_steps and batch_size must be ints >= 1; got num_steps={num_steps!r}, "
+                         f"batch_size={batch_size!r}")
+    device = resolve_device(device)
+    with isolated_rng(seed, device):
+        return _train_vae(images, num_steps, batch_size, lr, latent_channels, n_down, width, decoder_precision,
+                          val_images, device, progress)
+
+
+def _train_vae(images, num_steps, batch_size, lr, latent_channels, n_down, width, decoder_precision, val_images,
+               device, progress):
     vae = SpatialVAE(images.shape[-1], latent_channels, n_down, width, decoder_precision).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(num_steps, 1), eta_min=lr * 0.05)
@@ -384,7 +397,7 @@ def train_vae(images: torch.Tensor, *, num_steps: int, batch_size: int = 64, lr:
     history = fit(step, opt, num_steps=num_steps, scheduler=sched, eval_fn=eval_fn,
                   eval_every=max(num_steps // 10, 1), models=vae, desc="VAE", progress=progress)
     vae.eval()
-    return vae, history
+    return vae, TrainResult(history, history.wall_time_s)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -458,7 +471,7 @@ def latent_log_posterior(vae: SpatialVAE, y: torch.Tensor, mask: torch.Tensor, *
                          cg_iters: int = 30) -> Callable[[torch.Tensor], torch.Tensor]:
     """The unnormalised log posterior ``z ↦ log p(y | z) + log p(z)`` for :func:`mala`.
 
-    Returns ``log_prob(z: (n_chains, *latent_shape)) -> (n_chains,)``, differentiable in z. The VAE's
+    Returns ``log_prob(z: (num_chains, *latent_shape)) -> (num_chains,)``, differentiable in z. The VAE's
     decoder precision sets σ_x; p(z) = N(0, I) is the prior the VAE was trained with.
     """
     device = next(vae.parameters()).device
@@ -510,14 +523,14 @@ def _value_and_grad(log_prob, z):
         z = z.detach().requires_grad_(True)
         lp = log_prob(z)
         if lp.shape != (z.shape[0],):
-            raise ValueError(f"log_prob must map (n_chains, ...) = {tuple(z.shape)} to (n_chains,) = "
+            raise ValueError(f"log_prob must map (num_chains, ...) = {tuple(z.shape)} to (num_chains,) = "
                              f"({z.shape[0]},); got shape {tuple(lp.shape)}")
         (grad,) = torch.autograd.grad(lp.sum(), z)
     return lp.detach(), grad.detach()
 
 
 def split_rhat(samples) -> np.ndarray:
-    """Split-R̂ (Gelman et al., BDA3 §11.4) per coordinate: (n_chains, n, *shape) -> (*shape).
+    """Split-R̂ (Gelman et al., BDA3 §11.4) per coordinate: (num_chains, n, *shape) -> (*shape).
 
     Each chain is cut in half; R̂ = sqrt(var⁺ / W) with W the mean within-half variance and
     var⁺ = (n−1)/n · W + B/n. Values near 1 (< 1.01-1.05) mean the chains agree.
@@ -538,7 +551,7 @@ def split_rhat(samples) -> np.ndarray:
 
 
 def effective_sample_size(samples) -> np.ndarray:
-    """Multi-chain effective sample size per coordinate (Stan's estimator): (n_chains, n, *shape) -> (*shape).
+    """Multi-chain effective sample size per coordinate (Stan's estimator): (num_chains, n, *shape) -> (*shape).
 
     Autocorrelations ρ_t = 1 − (W − mean_chains(autocov_t)) / var⁺ on split chains, summed over Geyer's
     initial positive (and monotone) sequence of pairs: ESS = chains · draws / (−1 + 2 Σ_k (ρ_2k + ρ_2k+1)).
@@ -576,7 +589,7 @@ def effective_sample_size(samples) -> np.ndarray:
 def _as_numpy_chains(samples) -> np.ndarray:
     x = samples.detach().cpu().double().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples, float)
     if x.ndim < 2:
-        raise ValueError(f"samples must be (n_chains, n_draws, *shape); got shape {x.shape}")
+        raise ValueError(f"samples must be (num_chains, n_draws, *shape); got shape {x.shape}")
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
@@ -589,7 +602,7 @@ def _shape_of(samples) -> tuple:
 class MALAResult:
     """What :func:`mala` returns.
 
-    samples: (n_chains, n_kept, *shape), after burn-in and thinning. log_probs: (n_chains, n_kept).
+    samples: (num_chains, n_kept, *shape), after burn-in and thinning. log_probs: (num_chains, n_kept).
     acceptance_rate: fraction of accepted proposals after burn-in (step size frozen).
     burn_in_acceptance_rate: the same during burn-in (step size adapting).
     step_size: the frozen step size used after burn-in; step_sizes: its value at each burn-in step.
@@ -601,7 +614,7 @@ class MALAResult:
     burn_in_acceptance_rate: float
     step_size: float
     step_sizes: np.ndarray = field(repr=False)
-    n_steps: int = 0
+    num_steps: int = 0
     burn_in: int = 0
     thin: int = 1
     n_restarted: int = 0
@@ -635,7 +648,7 @@ def mala_proposal(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise: 
 
 def mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, step_size: float,
                           precond: torch.Tensor | None = None) -> torch.Tensor:
-    """log α = log π(z') − log π(z) + log q(z | z') − log q(z' | z), per chain: (n_chains,).
+    """log α = log π(z') − log π(z) + log q(z | z') − log q(z' | z), per chain: (num_chains,).
 
     q(a | b) = N(a; b + ε D ∇log π(b), 2ε D), so log q(a | b) = −‖a − b − ε D ∇log π(b)‖²_{D⁻¹} / (4ε)
     + const (D = I without a preconditioner). This is the textbook Metropolis-Hastings ratio; the
@@ -648,17 +661,17 @@ def mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, step_size: float
     return lp_new - lp + (fwd - bwd) / (4.0 * step_size)
 
 
-def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_steps: int, *,
+def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, num_steps: int, *,
          step_size: float = 1e-2, burn_in: int | None = None, thin: int = 1, adapt: bool = True,
          target_accept: float = 0.57, precond: torch.Tensor | None = None,
          restart_below: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
          desc: str = "MALA") -> MALAResult:
     """Metropolis-adjusted Langevin sampling of ``π ∝ exp(log_prob)`` with several chains.
 
-    log_prob: differentiable, maps states (n_chains, *shape) to (n_chains,) log densities (unnormalised).
-    z0: (n_chains, *shape) starting states (spread them out so R̂ can tell if chains disagree).
-    n_steps: total steps per chain *including* ``burn_in`` (default n_steps // 4). Samples are kept
-    after burn-in, every ``thin``-th step: n_kept = (n_steps − burn_in) // thin.
+    log_prob: differentiable, maps states (num_chains, *shape) to (num_chains,) log densities (unnormalised).
+    z0: (num_chains, *shape) starting states (spread them out so R̂ can tell if chains disagree).
+    num_steps: total steps per chain *including* ``burn_in`` (default num_steps // 4). Samples are kept
+    after burn-in, every ``thin``-th step: n_kept = (num_steps − burn_in) // thin.
 
     Step size: with ``adapt``, during burn-in only, log ε follows a Robbins-Monro recursion
     ``log ε ← log ε + t^(−0.6) (ᾱ_t − target_accept)`` (ᾱ_t = mean acceptance probability over chains);
@@ -678,17 +691,17 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
     """
     if not isinstance(z0, torch.Tensor) or not z0.is_floating_point() or z0.ndim < 2:
         got = f"{tuple(z0.shape)} {z0.dtype}" if isinstance(z0, torch.Tensor) else type(z0).__name__
-        raise ValueError(f"z0 must be a float tensor (n_chains, *shape); got {got}")
+        raise ValueError(f"z0 must be a float tensor (num_chains, *shape); got {got}")
     if not torch.isfinite(z0).all():
         raise ValueError("z0 contains NaN or inf")
-    burn_in = n_steps // 4 if burn_in is None else int(burn_in)
-    if not (isinstance(n_steps, (int, np.integer)) and n_steps >= 1):
-        raise ValueError(f"n_steps must be an int >= 1; got {n_steps!r}")
-    if not 0 <= burn_in < n_steps:
-        raise ValueError(f"burn_in must be in [0, n_steps) = [0, {n_steps}); got {burn_in}")
-    if thin < 1 or (n_steps - burn_in) // thin < 1:
+    burn_in = num_steps // 4 if burn_in is None else int(burn_in)
+    if not (isinstance(num_steps, (int, np.integer)) and num_steps >= 1):
+        raise ValueError(f"num_steps must be an int >= 1; got {num_steps!r}")
+    if not 0 <= burn_in < num_steps:
+        raise ValueError(f"burn_in must be in [0, num_steps) = [0, {num_steps}); got {burn_in}")
+    if thin < 1 or (num_steps - burn_in) // thin < 1:
         raise ValueError(f"thin must be >= 1 and leave at least one sample; got thin={thin} with "
-                         f"{n_steps - burn_in} post-burn-in steps")
+                         f"{num_steps - burn_in} post-burn-in steps")
     if not step_size > 0 or not math.isfinite(step_size):
         raise ValueError(f"step_size must be a positive finite float; got {step_size}")
     if not 0 < target_accept < 1:
@@ -705,13 +718,13 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
     lp, grad = _value_and_grad(log_prob, z)
     if not torch.isfinite(lp).all():
         raise ValueError(f"log_prob(z0) is not finite for chains {torch.nonzero(~torch.isfinite(lp)).flatten().tolist()}")
-    n_chains = z.shape[0]
+    num_chains = z.shape[0]
     log_eps = math.log(step_size)
     step_sizes = np.empty(burn_in)
     kept, kept_lp = [], []
     accepted_burn, accepted_main = 0, 0
     n_restarted = 0
-    iterator = range(n_steps)
+    iterator = range(num_steps)
     if progress:
         from tqdm.auto import tqdm
         iterator = tqdm(iterator, desc=desc, leave=False)
@@ -722,7 +735,7 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
         lp_new, grad_new = _value_and_grad(log_prob, z_new)
         log_alpha = mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, eps, precond)
         log_alpha = torch.nan_to_num(log_alpha, nan=-math.inf)
-        u = torch.rand(n_chains, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
+        u = torch.rand(num_chains, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
         accept = torch.log(u) < log_alpha
         sel = accept.view(-1, *([1] * (z.ndim - 1)))
         z = torch.where(sel, z_new, z)
@@ -749,12 +762,12 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, n_s
             if (t - burn_in + 1) % thin == 0:
                 kept.append(z.clone())
                 kept_lp.append(lp.clone())
-    main_steps = n_steps - burn_in
+    main_steps = num_steps - burn_in
     return MALAResult(
         samples=torch.stack(kept, dim=1).cpu(), log_probs=torch.stack(kept_lp, dim=1).cpu(),
-        acceptance_rate=accepted_main / (main_steps * n_chains),
-        burn_in_acceptance_rate=accepted_burn / (burn_in * n_chains) if burn_in else float("nan"),
-        step_size=math.exp(log_eps), step_sizes=np.exp(step_sizes), n_steps=n_steps, burn_in=burn_in, thin=thin,
+        acceptance_rate=accepted_main / (main_steps * num_chains),
+        burn_in_acceptance_rate=accepted_burn / (burn_in * num_chains) if burn_in else float("nan"),
+        step_size=math.exp(log_eps), step_sizes=np.exp(step_sizes), num_steps=num_steps, burn_in=burn_in, thin=thin,
         n_restarted=n_restarted)
 
 
@@ -792,8 +805,8 @@ class PosteriorReconstruction:
     complex_samples: torch.Tensor = field(repr=False, default=None)
 
     def _by_chain(self) -> torch.Tensor:
-        n_chains = self.latent.samples.shape[0]
-        return self.samples.reshape(n_chains, -1, *self.samples.shape[1:])
+        num_chains = self.latent.samples.shape[0]
+        return self.samples.reshape(num_chains, -1, *self.samples.shape[1:])
 
     @cached_property
     def image_ess(self) -> np.ndarray:
@@ -814,17 +827,54 @@ class PosteriorReconstruction:
         return lo, hi
 
 
-def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: SpatialVAE, *, noise_std: float,
-                           sens: torch.Tensor | None = None, n_chains: int = 4, n_steps: int = 2000,
-                           burn_in: int = 500, thin: int = 5, step_size: float = 1e-3,
-                           target_accept: float = 0.57, init_spread: float = 1.0, precondition: bool = True,
-                           restart_below: float | None = None, seed: int = 0, method: str = "auto",
-                           cg_iters: int = 30, progress: bool = False) -> PosteriorReconstruction:
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Settings of :func:`sample_reconstructions` (MALA over the VAE latent).
+
+    num_chains, num_steps, burn_in, thin: chains and their length (kept samples per chain:
+    ``(num_steps - burn_in) // thin``); step_size, target_accept: MALA's initial step and the acceptance its
+    Robbins-Monro adaptation aims at (0.57); init_spread: over-dispersion of the starts, in encoder stds;
+    precondition: scale proposals by the encoder's variance (our addition); restart_below: nats below
+    the median at which a chain is restarted during burn-in (``None``: never); method, cg_iters: how the
+    data-consistent marginal is computed (see :func:`latent_log_posterior`).
+    """
+    num_chains: int = 4
+    num_steps: int = 2000
+    burn_in: int = 500
+    thin: int = 5
+    step_size: float = 1e-3
+    target_accept: float = 0.57
+    init_spread: float = 1.0
+    precondition: bool = True
+    restart_below: float | None = None
+    method: str = "auto"
+    cg_iters: int = 30
+
+    def __post_init__(self):
+        for name in ("num_chains", "num_steps", "thin", "cg_iters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+        if not isinstance(self.burn_in, int) or not 0 <= self.burn_in < self.num_steps:
+            raise ValueError(f"burn_in must be an int in [0, num_steps); got {self.burn_in!r} with num_steps={self.num_steps}")
+        if not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise ValueError(f"step_size must be > 0; got {self.step_size!r}")
+        if not 0 < self.target_accept < 1:
+            raise ValueError(f"target_accept must be in (0, 1); got {self.target_accept!r}")
+        if not (math.isfinite(self.init_spread) and self.init_spread >= 0):
+            raise ValueError(f"init_spread must be >= 0; got {self.init_spread!r}")
+
+
+def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: SpatialVAE,
+                           cfg: SamplerConfig | None = None, *, noise_std: float, sens: torch.Tensor | None = None,
+                           seed: int = 0, progress: bool = False, **options) -> PosteriorReconstruction:
     """From measured k-space to possible reconstructions: the paper's pipeline end to end.
 
     kspace: (C, H, W) complex (or (H, W) for one coil) with zeros where ``mask`` (H, W) does not sample;
     vae: a trained :class:`SpatialVAE` (its decoder precision is σ_x⁻²); noise_std: σ_n of the k-space
-    noise (per real/imaginary part); sens: (C, H, W) coil maps or None for one coil.
+    noise (per real/imaginary part); sens: (C, H, W) coil maps or None for one coil. cfg: a
+    :class:`SamplerConfig`; ``options`` replace its fields for this call (``num_chains=8``). Runs where the
+    VAE's parameters are.
 
     1. Start every chain at the encoder's q(z | |zero-filled|): its mean plus ``init_spread`` times its
        std times N(0, I) noise (over-dispersed starts make R̂ meaningful).
@@ -835,12 +885,20 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
        chains stuck far below the others during burn-in (see :func:`mala`).
     3. Turn every kept z into :func:`data_consistent_image`; report magnitudes, pixel-wise mean and std.
     """
+    unknown = set(options) - {f.name for f in dataclasses.fields(SamplerConfig)}
+    if unknown:
+        raise ValueError(f"unknown sampler option(s) {sorted(unknown)}; SamplerConfig has "
+                         f"{[f.name for f in dataclasses.fields(SamplerConfig)]}")
+    cfg = dataclasses.replace(cfg if cfg is not None else SamplerConfig(), **options)
+    num_chains, num_steps, burn_in, thin = cfg.num_chains, cfg.num_steps, cfg.burn_in, cfg.thin
+    step_size, target_accept, init_spread = cfg.step_size, cfg.target_accept, cfg.init_spread
+    precondition, restart_below, method, cg_iters = cfg.precondition, cfg.restart_below, cfg.method, cfg.cg_iters
     y = _check_kspace(kspace, mask, sens)
     hw = (vae.image_size, vae.image_size)
     if tuple(y.shape[-2:]) != hw:
         raise ValueError(f"kspace must be {hw} to match the VAE; got {tuple(y.shape[-2:])}")
-    if noise_std <= 0:
-        raise ValueError(f"noise_std must be > 0; got {noise_std}")
+    if not (isinstance(noise_std, (int, float)) and math.isfinite(noise_std) and noise_std > 0):
+        raise ValueError(f"noise_std must be a positive number; got {noise_std!r}")
     device = next(vae.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     y, mask_d = y.to(device), mask.to(device)
@@ -855,11 +913,11 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
         with torch.no_grad():
             z_mean, z_logvar = vae.encode(zf.abs().float()[None, None])
         z0 = z_mean + init_spread * torch.exp(0.5 * z_logvar) * torch.randn(
-            (n_chains, *z_mean.shape[1:]), generator=gen).to(device)
+            (num_chains, *z_mean.shape[1:]), generator=gen).to(device)
         log_prob = latent_log_posterior(vae, y, mask_d, noise_std=noise_std, sens=sens_d, method=method,
                                         cg_iters=cg_iters)
         precond = torch.exp(z_logvar[0]) if precondition else None
-        result = mala(log_prob, z0, n_steps, step_size=step_size, burn_in=burn_in, thin=thin,
+        result = mala(log_prob, z0, num_steps, step_size=step_size, burn_in=burn_in, thin=thin,
                       target_accept=target_accept, precond=precond,
                       restart_below=restart_below, generator=gen, progress=progress)
         with torch.no_grad():
@@ -933,7 +991,7 @@ __all__ = [
     "SpatialVAE", "negative_elbo", "train_vae",
     "log_likelihood", "latent_log_prior", "latent_log_posterior", "data_consistent_image",
     "mala", "mala_proposal", "mala_log_accept_ratio", "MALAResult", "effective_sample_size", "split_rhat",
-    "gaussian_linear_posterior",
+    "gaussian_linear_posterior", "SamplerConfig",
     "PosteriorReconstruction", "sample_reconstructions",
     "rmse_percent", "data_consistency_error", "interval_coverage",
 ]

@@ -8,7 +8,11 @@ metrics and checkpoints.
 ...     x, y = batch
 ...     return {"loss": loss_fn(net(x), y)}
 >>> history = fit(step, optimizer, data=loader, num_epochs=5, eval_fn=evaluate, eval_every=100)
->>> history["loss"], history["val_dice"]
+>>> history["loss"], history["val_dice"], history.wall_time_s
+
+A chapter's trainer wraps :func:`fit` and returns ``(model, result)``, where ``result`` is a
+:class:`TrainResult` (or a chapter's subclass of it adding its own fields): the one shape every chapter
+shares.
 """
 from __future__ import annotations
 
@@ -16,14 +20,13 @@ import itertools
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-
-from .config import is_quick
 
 StepOutput = torch.Tensor | Mapping[str, Any]
 
@@ -33,10 +36,13 @@ class History:
 
     ``history["loss"]`` is a float array of that metric over the records holding it and
     ``history.steps("loss")`` the matching step numbers (1-based: the step just completed).
+    ``wall_time_s`` is the training time spent in :func:`fit` calls that wrote to this history (seconds,
+    summed when a history is continued).
     """
 
-    def __init__(self, records: list[dict] | None = None):
+    def __init__(self, records: list[dict] | None = None, wall_time_s: float = 0.0):
         self.records: list[dict] = list(records or [])
+        self.wall_time_s: float = float(wall_time_s)
 
     def log(self, step: int, **metrics: float) -> None:
         self.records.append({"step": int(step), **{k: _to_float(v) for k, v in metrics.items()}})
@@ -60,11 +66,29 @@ class History:
     def last(self, key: str) -> float:
         return float(self[key][-1])
 
+    @property
+    def last_step(self) -> int:
+        """The step number of the last record (0 for an empty history)."""
+        return int(self.records[-1]["step"]) if self.records else 0
+
     def __len__(self) -> int:
         return len(self.records)
 
     def __repr__(self) -> str:
-        return f"History({len(self.records)} records, metrics={self.keys()})"
+        return f"History({len(self.records)} records, metrics={self.keys()}, {self.wall_time_s:.1f} s)"
+
+
+@dataclass
+class TrainResult:
+    """What every chapter's trainer returns beside the model: ``(model, TrainResult)``.
+
+    history: the metrics logged by :func:`fit`; wall_time_s: seconds of training (the number each
+    comparison table prints beside its metric). A chapter that needs more (the Lagrangian of chapter 7,
+    the pseudo-labels of chapter 1) subclasses this dataclass and adds named fields, never attributes
+    bolted onto a model or a history.
+    """
+    history: History
+    wall_time_s: float
 
 
 def _to_float(value: Any) -> float:
@@ -111,7 +135,111 @@ def _modules_of(modules: torch.nn.Module | Mapping[str, torch.nn.Module] | None)
         return {}
     if isinstance(modules, torch.nn.Module):
         return {"model": modules}
+    if not isinstance(modules, Mapping) or not all(isinstance(m, torch.nn.Module) for m in modules.values()):
+        raise ValueError(f"models must be a torch.nn.Module or a dict of them; got {type(modules).__name__}")
     return dict(modules)
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+
+
+def _steps_per_epoch(data: Iterable | None) -> int | None:
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _restore(path: Path, modules: dict, optimizer, scheduler, history: History) -> tuple[int, dict, dict]:
+    """Load a checkpoint written by :func:`fit`: weights, optimiser, scheduler and history in place;
+    returns (step reached, random state at the start of that epoch, random state at the step)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for name, module in modules.items():
+        module.load_state_dict(state["models"][name])
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    history.records = list(state["history"])
+    history.wall_time_s = float(state.get("wall_time_s", history.wall_time_s))
+    return int(state["step"]), state["epoch_rng"], state["rng"]
+
+
+def _save(path: Path, step: int, modules: dict, optimizer, scheduler, history: History,
+          epoch_rng: dict, current_rng: dict, wall_time_s: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({
+        "step": step,
+        "models": {name: m.state_dict() for name, m in modules.items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "history": history.records,
+        "wall_time_s": wall_time_s,
+        "epoch_rng": epoch_rng,
+        "rng": current_rng,
+    }, tmp)
+    os.replace(tmp, path)  # atomic: a disconnect mid-write leaves the previous checkpoint intact
+
+
+class _BatchStream:
+    """The batches of ``data``, cycled, resumable at any step.
+
+    On resume it replays the interrupted epoch's shuffle from the random state saved when that epoch began,
+    skips the batches already used, then restores the current random state; so a resumed run draws
+    exactly the batches the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, data: Iterable | None, start_step: int, epoch_rng: dict):
+        self.data, self.start_step, self.epoch_rng = data, start_step, epoch_rng
+
+    def __iter__(self) -> Iterator:
+        if self.data is None:
+            yield from itertools.count(self.start_step)
+            return
+        per_epoch = _steps_per_epoch(self.data)
+        skip = self.start_step % per_epoch if (per_epoch and self.start_step) else 0
+        # At an epoch boundary nothing needs replaying: the next epoch starts from the restored state.
+        resumed = skip > 0
+        while True:
+            if resumed:
+                current = _rng_state()
+                _set_rng_state(self.epoch_rng)
+                iterator = iter(self.data)
+                for _ in range(skip):
+                    next(iterator)
+                _set_rng_state(current)
+                resumed = False
+            else:
+                self.epoch_rng = _rng_state()
+                iterator = iter(self.data)
+            empty = True
+            for batch in iterator:
+                empty = False
+                yield batch
+            if empty:
+                raise ValueError("data yielded no batches: nothing to train on")
+
+
+def _optimizer_step(optimizer, scheduler, loss: torch.Tensor, grad_clip: float | None) -> None:
+    loss.backward()
+    if grad_clip is not None:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def _evaluate(eval_fn: Callable[[], Mapping[str, float]], modules: dict) -> dict:
+    for m in modules.values():
+        m.eval()
+    record = {k: _to_float(v) for k, v in eval_fn().items()}
+    for m in modules.values():
+        m.train()
+    return record
 
 
 def fit(
@@ -131,6 +259,7 @@ def fit(
     desc: str = "training",
     progress: bool = True,
     history: History | None = None,
+    tags: Mapping[str, float] | None = None,
 ) -> History:
     """Run ``step_fn`` for ``num_steps`` steps (or ``num_epochs`` passes over ``data``).
 
@@ -150,6 +279,8 @@ def fit(
         ``eval_fn()`` returns a dict of metrics, logged every ``eval_every`` steps and after the last step.
         The models are put in ``eval()`` mode (and ``torch.no_grad`` is *not* imposed, since some
         evaluations optimise).
+    grad_clip:
+        Clip the global gradient norm to this positive value (``None``: no clipping).
     models:
         Module(s) whose ``train()``/``eval()`` mode is switched around evaluation and whose weights are
         checkpointed.
@@ -158,102 +289,55 @@ def fit(
         random state, so the resumed run repeats the uninterrupted one); it is written every
         ``checkpoint_every`` steps and at the end. Point it at Google Drive on Colab to survive a
         disconnect.
+    history, tags:
+        Continue an existing :class:`History`: new records are numbered after its last step and its
+        ``wall_time_s`` grows by this call's time (a multi-round schedule calls :func:`fit` once per round
+        on one history). ``tags`` are constant values added to every record of this call
+        (e.g. ``{"round": 2}``).
 
     Returns
     -------
-    History of the logged metrics (``"loss"`` every step, evaluation metrics every ``eval_every``).
+    History of the logged metrics (``"loss"`` every step, evaluation metrics every ``eval_every``), with
+    ``wall_time_s``. When the run ends, one plain-text line (steps, final loss, wall time) is printed if
+    ``progress`` is on, so the outcome reads without a widget.
     """
     if (num_steps is None) == (num_epochs is None):
         raise ValueError(f"give exactly one of num_steps and num_epochs; got num_steps={num_steps}, "
                          f"num_epochs={num_epochs}")
+    if not callable(step_fn):
+        raise ValueError(f"step_fn must be a function of one batch; got {type(step_fn).__name__}")
     if num_epochs is not None:
+        _check_count("num_epochs", num_epochs, 0)
         if data is None:
             raise ValueError("num_epochs needs data to iterate over")
-        try:
-            steps_per_epoch = len(data)  # type: ignore[arg-type]
-        except TypeError:
-            raise ValueError("num_epochs needs data with a length; pass num_steps instead") from None
+        steps_per_epoch = _steps_per_epoch(data)
+        if steps_per_epoch is None:
+            raise ValueError("num_epochs needs data with a length; pass num_steps instead")
         if steps_per_epoch == 0:
             raise ValueError("data is empty: nothing to train on")
         num_steps = num_epochs * steps_per_epoch
-    else:
-        steps_per_epoch = None
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be >= 0; got {num_steps}")
-    if eval_every is not None and eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1; got {eval_every}")
+    _check_count("num_steps", num_steps, 0)
+    if eval_every is not None:
+        _check_count("eval_every", eval_every, 1)
+    _check_count("checkpoint_every", checkpoint_every, 1)
+    if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and np.isfinite(grad_clip)
+                                      and grad_clip > 0):
+        raise ValueError(f"grad_clip must be a positive number or None; got {grad_clip!r}")
+    if eval_fn is not None and not callable(eval_fn):
+        raise ValueError(f"eval_fn must be a function returning a dict of metrics; got {type(eval_fn).__name__}")
 
     modules = _modules_of(models)
     history = history if history is not None else History()
-    start_step = 0
-    epoch_rng = _rng_state()
-    resume_rng = None
+    offset = history.last_step            # continuing a history: number the new records after it
+    wall_before = history.wall_time_s
+    tags = {k: _to_float(v) for k, v in (tags or {}).items()}
+    start_step, epoch_rng, resume_rng = 0, _rng_state(), None
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        for name, module in modules.items():
-            module.load_state_dict(state["models"][name])
-        if optimizer is not None and state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        start_step = int(state["step"])
-        history.records = list(state["history"])
-        epoch_rng = state["epoch_rng"]
-        resume_rng = state["rng"]
-
-    def save(step: int, current_rng: dict) -> None:
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({
-            "step": step,
-            "models": {name: m.state_dict() for name, m in modules.items()},
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "history": history.records,
-            "epoch_rng": epoch_rng,
-            "rng": current_rng,
-        }, tmp)
-        os.replace(tmp, path)  # atomic: a disconnect mid-write leaves the previous checkpoint intact
-
-    # Rebuild the data stream exactly where it stopped: replay the epoch's shuffle from the random state
-    # saved when the epoch began, skip the batches already used, then restore the current random state.
-    def batches():
-        nonlocal epoch_rng
-        if data is None:
-            yield from itertools.count(start_step)
-            return
-        consumed = start_step
-        per_epoch = steps_per_epoch
-        if per_epoch is None:
-            try:
-                per_epoch = len(data)  # type: ignore[arg-type]
-            except TypeError:
-                per_epoch = None
-        skip = consumed % per_epoch if (per_epoch and consumed) else 0
-        # At an epoch boundary nothing needs replaying: the next epoch starts from the restored state.
-        resumed = skip > 0
-        while True:
-            if resumed:
-                current = _rng_state()
-                _set_rng_state(epoch_rng)
-                iterator = iter(data)
-                for _ in range(skip):
-                    next(iterator)
-                _set_rng_state(current)
-                resumed = False
-            else:
-                epoch_rng = _rng_state()
-                iterator = iter(data)
-            empty = True
-            for batch in iterator:
-                empty = False
-                yield batch
-            if empty:
-                raise ValueError("data yielded no batches: nothing to train on")
-
+        start_step, epoch_rng, resume_rng = _restore(path, modules, optimizer, scheduler, history)
+        wall_before = history.wall_time_s
+    stream = _BatchStream(data, start_step, epoch_rng)
+    batches = iter(stream)
     if resume_rng is not None:
         _set_rng_state(resume_rng)
 
@@ -261,40 +345,56 @@ def fit(
         m.train()
     bar = tqdm(total=num_steps, initial=start_step, desc=desc, disable=not progress,
                leave=True, dynamic_ncols=True)
-    stream = batches()
     t0 = time.perf_counter()
     for step in range(start_step, num_steps):
-        batch = next(stream)
+        batch = next(batches)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
-        out = step_fn(batch)
-        loss, metrics = _split_step_output(out, needs_loss=optimizer is not None)
+        loss, metrics = _split_step_output(step_fn(batch), needs_loss=optimizer is not None)
         if optimizer is not None:
-            loss.backward()
-            if grad_clip is not None:
-                params = [p for g in optimizer.param_groups for p in g["params"]]
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-        history.log(step + 1, **metrics)
+            _optimizer_step(optimizer, scheduler, loss, grad_clip)
+        history.log(offset + step + 1, **metrics, **tags)
         done = step + 1
         if eval_fn is not None and ((eval_every and done % eval_every == 0) or done == num_steps):
-            for m in modules.values():
-                m.eval()
-            history.records[-1].update({k: _to_float(v) for k, v in eval_fn().items()})
-            for m in modules.values():
-                m.train()
-        if done % checkpoint_every == 0 or done == num_steps:
-            save(done, _rng_state())
+            history.records[-1].update(_evaluate(eval_fn, modules))
+        if path is not None and (done % checkpoint_every == 0 or done == num_steps):
+            _save(path, done, modules, optimizer, scheduler, history, stream.epoch_rng, _rng_state(),
+                  wall_before + time.perf_counter() - t0)
         bar.update(1)
         if "loss" in metrics and (done % 10 == 0 or done == num_steps):
             bar.set_postfix(loss=f"{_to_float(metrics['loss']):.4g}")
     bar.close()
-    history.wall_time_s = time.perf_counter() - t0  # type: ignore[attr-defined]
+    history.wall_time_s = wall_before + (time.perf_counter() - t0)
     for m in modules.values():
         m.eval()
+    if progress and num_steps > start_step:
+        final = f", final loss {history.last('loss'):.4g}" if "loss" in history.keys() else ""
+        print(f"{desc}: {num_steps} steps{final}, {time.perf_counter() - t0:.1f} s", flush=True)
     return history
 
 
-__all__ = ["History", "fit", "is_quick"]
+@torch.no_grad()
+def predict(model: torch.nn.Module, x, batch_size: int = 256, device: str | torch.device | None = None
+            ) -> torch.Tensor:
+    """``model(x)`` for x (N, ...) in eval mode, ``batch_size`` inputs at a time, concatenated on the CPU.
+
+    device: where to compute (default: where the model's parameters are). The model's train/eval mode is
+    restored afterwards. Returns a tensor (N, ...) on the CPU.
+    """
+    x = torch.as_tensor(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise ValueError(f"x must be a non-empty batch (N, ...); got shape {tuple(x.shape)}")
+    _check_count("batch_size", batch_size, 1)
+    params = next(model.parameters(), None)
+    device = torch.device(device) if device is not None else (params.device if params is not None
+                                                               else torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+__all__ = ["History", "TrainResult", "fit", "predict"]

@@ -214,45 +214,52 @@ def _tiny_data():
 
 def test_train_binary_classifier_learns_and_is_deterministic():
     d = _tiny_data()
-    kw = dict(epochs=3, seed=0, X_val=d.X_val, y_val=d.y_val, augment=shift_and_noise)
+    kw = dict(num_epochs=3, seed=0, X_val=d.X_val, y_val=d.y_val, augment=shift_and_noise, device="cpu")
     torch.manual_seed(0)
     m1, info = A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, loss="bce",
-                                         alm={"delta": 1.0, "mu0": 0.01}, return_history=True, **kw)
+                                         alm={"delta": 1.0, "mu0": 0.01}, **kw)
     torch.manual_seed(0)
-    m2 = A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, loss="bce",
-                                   alm={"delta": 1.0, "mu0": 0.01}, **kw)
+    m2, _ = A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train,
+                                      A.TrainConfig(loss="bce", alm={"delta": 1.0, "mu0": 0.01}), **kw)
     s1, s2 = A.predict_logits(m1, d.X_test), A.predict_logits(m2, d.X_test)
     np.testing.assert_array_equal(s1, s2)
     assert A.evaluate_scores(d.y_test, s1)["AUC"] > 0.8
-    alm = info["alm"]
+    alm = info.alm
     pos = (d.y_train == 1).numpy()
     assert len(alm.lambda_history) == 3 and (alm.lambdas.numpy()[~pos] == 0).all()
     assert alm.lambdas.numpy()[pos].max() > 0
-    assert len(info["history"]["val_auc"]) == 3 and "alm_term" in info["history"].keys()
-    assert m1.training_info["alm"] is alm
+    assert len(info.history["val_auc"]) == 3 and "alm_term" in info.history.keys()
+    assert info.wall_time_s == info.history.wall_time_s > 0 and info.best_epoch is None
+    assert not hasattr(m1, "training_info")
 
 
 def test_train_without_alm_and_each_base_loss_runs():
     d = _tiny_data()
     for loss in A.BASE_LOSSES:
         torch.manual_seed(0)
-        m = A.train_binary_classifier(A.TinyCNN(), d.X_train[:200], d.y_train[:200].clone().index_fill_(0, torch.tensor([0]), 1),
-                                      loss=loss, epochs=1, seed=0, optimizer="sgd" if loss == "bce" else "adam")
+        m, _ = A.train_binary_classifier(A.TinyCNN(), d.X_train[:200], d.y_train[:200].clone().index_fill_(0, torch.tensor([0]), 1),
+                                         loss=loss, num_epochs=1, seed=0, optimizer="sgd" if loss == "bce" else "adam")
         assert np.isfinite(A.predict_logits(m, d.X_test[:10])).all()
 
 
 def test_train_bad_input():
     d = _tiny_data()
     with pytest.raises(ValueError, match="both classes"):
-        A.train_binary_classifier(A.TinyCNN(), d.X_train[:5], torch.zeros(5), epochs=1)
+        A.train_binary_classifier(A.TinyCNN(), d.X_train[:5], torch.zeros(5), num_epochs=1)
     with pytest.raises(ValueError, match="labels must be"):
-        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train[:-1], epochs=1)
+        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train[:-1], num_epochs=1)
     with pytest.raises(ValueError, match="validation AUC"):
-        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, alm={"delta": 1.0}, epochs=1)
-    with pytest.raises(ValueError, match="optimizer must be"):
-        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, optimizer="lbfgs", epochs=1)
-    with pytest.raises(ValueError, match="alm must be"):
-        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, alm=0.5, epochs=1)
+        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, alm={"delta": 1.0}, num_epochs=1)
+    with pytest.raises(ValueError, match="optimizer must be 'adam' or 'sgd'; got 'lbfgs'"):
+        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, optimizer="lbfgs", num_epochs=1)
+    with pytest.raises(ValueError, match="alm must be None or a dict"):
+        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, alm=0.5, num_epochs=1)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['epochs'\]"):
+        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, epochs=1)
+    with pytest.raises(ValueError, match="num_epochs must be an int >= 1; got 0"):
+        A.TrainConfig(num_epochs=0)
+    with pytest.raises(ValueError, match="device 'gpu' is not a torch device name"):
+        A.train_binary_classifier(A.TinyCNN(), d.X_train, d.y_train, num_epochs=1, device="gpu")
 
 
 def test_resnet10_shape():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medtut.data.cardiac import (LABELS, load_acdc, load_prostate_decathlon, make_cardiac_dataset,
-                                 make_cardiac_subject, stack_subjects)
+                                 make_cardiac_subject)
 
 
 def test_generator_shapes_labels_and_determinism():
@@ -85,8 +85,6 @@ def test_acdc_loader_parses_fixture(tmp_path):
     for s in subjects:
         assert s["image"].shape == (5, 32, 32) and s["image"].dtype == np.float32
         assert s["label"].shape == (5, 32, 32) and set(np.unique(s["label"])) == {0, 1, 2, 3}
-    x, y = stack_subjects(subjects)
-    assert x.shape == (4, 5, 32, 32) and y.dtype == torch.int64
     with pytest.raises(ValueError, match="no ACDC patient folders \\(patientXXX/Info.cfg\\) found"):
         load_acdc(tmp_path / "nothing-here")
 

@@ -186,12 +186,15 @@ def test_data_efficiency_curve_shapes_and_determinism():
     xtr, xte = torch.rand(30, 8, generator=g), torch.rand(10, 8, generator=g)
     kw = dict(latent_dim=2, hidden=(6,), seed=1, train_flow={"max_evals": 5}, test_flow={"max_evals": 5},
               progress=False)
-    c1, _ = data_efficiency_curve("GFE", xtr, xte, [10, 30], **kw)
-    c2, _ = data_efficiency_curve("GFE", xtr, xte, [10, 30], **kw)
-    assert c1["GFE"].shape == (2,)
+    models, r1 = data_efficiency_curve("GFE", xtr, xte, [10, 30], **kw)
+    _, r2 = data_efficiency_curve("GFE", xtr, xte, [10, 30], **kw)
+    c1, c2 = r1.curves, r2.curves
+    assert c1["GFE"].shape == (2,) and set(models) == {"decoder"} and r1.seen == (10, 30)
+    assert r1.wall_time_s == r1.history.wall_time_s > 0
     np.testing.assert_array_equal(c1["GFE"], c2["GFE"])
-    c3, _ = data_efficiency_curve("AE", xtr, xte, [10, 30], **kw)
-    assert set(c3) == {"AE", "AE + refinement"}
+    models, r3 = data_efficiency_curve("AE", xtr, xte, [10, 30], **kw)
+    c3 = r3.curves
+    assert set(c3) == {"AE", "AE + refinement"} and set(models) == {"decoder", "encoder"}
     assert np.all(c3["AE + refinement"] <= c3["AE"] + 1e-7)  # refinement starts at E(x) and only descends
 
 

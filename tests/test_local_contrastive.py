@@ -199,12 +199,16 @@ def test_training_runs_and_is_deterministic():
     for _ in range(2):
         torch.manual_seed(0)
         net = UNetWithProjection(features=(8, 16, 32))
-        hist = train_baseline(net, split, num_steps=4, batch_size=4, eval_every=2, progress=False)
+        net, base = train_baseline(net, split, num_steps=4, batch_size=4, eval_every=2, progress=False,
+                                   device="cpu")
         cfg = Config("local contrastive", num_steps=4, rounds=2, batch_labelled=4, batch_unlabelled=4,
                      eval_every=2)
-        hist2, pseudo = train_semi_supervised(net, split, cfg, progress=False)
+        net, result = train_semi_supervised(net, split, cfg, progress=False)
+        hist, hist2, pseudo = base.history, result.history, result.pseudo_labels
         results.append((hist["loss"], hist2["loss"], evaluate_dice(net, split.test_images, split.test_labels, 4)))
     assert len(hist2["loss"]) == 4 and "contrastive" in hist2.keys() and set(hist2["round"]) == {1, 2}
+    assert hist2.steps("loss").tolist() == [1, 2, 3, 4]            # rounds continue one history
+    assert result.wall_time_s >= hist2.wall_time_s > 0
     assert np.array_equal(results[0][1], results[1][1])
     assert np.allclose(results[0][2], results[1][2], equal_nan=True)
     assert len(pseudo) == len(split.unlabelled_images) and pseudo[0].shape == split.unlabelled_images[0].shape

@@ -29,21 +29,27 @@ def test_dice_rejects_bad_input():
         metrics.dice(lab + 2, lab, 2)
 
 
-def test_hd95_of_shifted_square():
-    target = torch.zeros(1, 16, 16, dtype=torch.long)
-    target[0, 4:10, 4:10] = 1
-    pred = torch.roll(target, shifts=2, dims=2)
-    assert metrics.hd95(pred, target, 2)[0, 0] == pytest.approx(2.0)
-
-
-def test_psnr_and_ssim():
+def test_psnr_hand_case_and_batch_twin():
     ref = np.zeros((8, 8))
     ref[2:6, 2:6] = 1.0
     noisy = ref + 0.1
     assert metrics.psnr(noisy, ref, data_range=1.0) == pytest.approx(20.0)
-    assert metrics.ssim(ref, ref) == pytest.approx(1.0)
+    assert metrics.psnr(ref, ref) == float("inf")
+    assert metrics.psnr(2 * noisy, 2 * ref, data_range=2.0) == pytest.approx(20.0)
+    batch = torch.stack([torch.tensor(noisy), torch.tensor(ref + 0.01)])[:, None]      # (2, 1, 8, 8)
+    got = metrics.batch_psnr(batch, torch.tensor(ref)[None].expand(2, 1, 8, 8), data_range=1.0)
+    assert got.shape == (2,) and got.tolist() == pytest.approx([20.0, 40.0])
+    assert metrics.batch_psnr(batch, torch.tensor(ref)[None]).tolist() == pytest.approx([20.0, 40.0])
     with pytest.raises(ValueError, match="same shape"):
         metrics.psnr(ref, ref[:4])
+    with pytest.raises(ValueError, match="image is complex"):
+        metrics.psnr(ref + 1j * ref, ref)
+    with pytest.raises(ValueError, match="data_range must be a positive number; got -1"):
+        metrics.psnr(noisy, ref, data_range=-1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        metrics.psnr(ref * np.nan, ref)
+    with pytest.raises(ValueError, match=r"reference must be \(2, 1, 8, 8\) or \(1, 8, 8\); got \(8, 1\)"):
+        metrics.batch_psnr(batch, torch.zeros(8, 1))
 
 
 def test_roc_auc_and_fpr_at_tpr_hand_computed():

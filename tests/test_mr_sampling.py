@@ -197,9 +197,13 @@ def test_vae_shapes_loss_and_training_reduce_the_loss():
     medtut.seed_everything(0)
     from medtut.data.brain_phantoms import make_head_phantoms
     images = make_head_phantoms(64, 16, seed=0)
-    vae, hist = mr.train_vae(images, num_steps=60, batch_size=16, lr=3e-3, latent_channels=2, n_down=2,
-                             width=8, progress=False)
-    assert vae.latent_shape == (2, 4, 4)
+    vae, result = mr.train_vae(images, num_steps=60, batch_size=16, lr=3e-3, latent_channels=2, n_down=2,
+                               width=8, progress=False, seed=0)
+    hist = result.history
+    assert vae.latent_shape == (2, 4, 4) and result.wall_time_s == hist.wall_time_s > 0
+    again, _ = mr.train_vae(images, num_steps=60, batch_size=16, lr=3e-3, latent_channels=2, n_down=2,
+                            width=8, progress=False, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), again.state_dict().values()))
     assert hist["loss"][-10:].mean() < hist["loss"][:10].mean()
     x_mean, zm, zl = vae(images[:3])
     assert x_mean.shape == (3, 1, 16, 16) and zm.shape == (3, 2, 4, 4)
@@ -292,7 +296,7 @@ def test_mala_is_deterministic_and_validates():
         mr.mala(lp, z0, 10, step_size=0.0)
     with pytest.raises(ValueError, match="z0"):
         mr.mala(lp, torch.zeros(3), 10)
-    with pytest.raises(ValueError, match=r"\(n_chains,\)"):
+    with pytest.raises(ValueError, match=r"\(num_chains,\)"):
         mr.mala(lambda v: v.sum(), z0, 10)
 
 
@@ -324,7 +328,7 @@ def test_sample_reconstructions_end_to_end_on_a_tiny_vae():
     mask = mr.cartesian_mask((16, 16), 4, center_lines=2, seed=0)
     y = mr.add_complex_noise(mr.forward_op(truth.to(torch.complex64), mask), 0.01, mask,
                              torch.Generator().manual_seed(0))
-    rec = mr.sample_reconstructions(y, mask, vae, noise_std=0.01, n_chains=2, n_steps=60, burn_in=20, thin=2)
+    rec = mr.sample_reconstructions(y, mask, vae, noise_std=0.01, num_chains=2, num_steps=60, burn_in=20, thin=2)
     assert rec.samples.shape == (40, 16, 16)
     assert rec.mean.shape == rec.std.shape == (16, 16)
     assert (rec.std >= 0).all()
@@ -336,13 +340,20 @@ def test_sample_reconstructions_end_to_end_on_a_tiny_vae():
     assert frozen and len(frozen) < len(list(vae.parameters()))
     for name, p in vae.named_parameters():
         p.requires_grad_(name not in frozen)
-    again = mr.sample_reconstructions(y, mask, vae, noise_std=0.01, n_chains=2, n_steps=60, burn_in=20, thin=2)
+    again = mr.sample_reconstructions(y, mask, vae, noise_std=0.01, num_chains=2, num_steps=60, burn_in=20, thin=2)
     assert torch.equal(rec.samples, again.samples)
     assert {name for name, p in vae.named_parameters() if not p.requires_grad} == frozen
     with pytest.raises(ValueError, match="complex"):
         mr.sample_reconstructions(y.real, mask, vae, noise_std=0.01)
     with pytest.raises(ValueError, match="mask"):
         mr.sample_reconstructions(y, mask[:8], vae, noise_std=0.01)
+    with pytest.raises(ValueError, match="num_chains must be an int >= 1; got 0"):
+        mr.sample_reconstructions(y, mask, vae, noise_std=0.01, num_chains=0)
+    with pytest.raises(ValueError, match=r"unknown sampler option\(s\) \['chains'\]"):
+        mr.sample_reconstructions(y, mask, vae, noise_std=0.01, chains=2)
+    # the same run through an explicit SamplerConfig
+    cfg = mr.SamplerConfig(num_chains=2, num_steps=60, burn_in=20, thin=2)
+    assert torch.equal(mr.sample_reconstructions(y, mask, vae, cfg, noise_std=0.01).samples, rec.samples)
 
 
 def test_variable_density_masks_with_one_seed_are_nested():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medtut.execute import STAMP_KEY, code_hash
+from medtut.execute import STAMP_KEY, code_hash, staleness
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (ROOT / "book").glob("**/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
@@ -60,6 +60,10 @@ class TestNotebookContract:
         assert stamp["quick"] is False, "committed outputs come from a quick-mode run; rerun in full mode"
         assert stamp["code_sha256"] == code_hash(nb), \
             "code cells changed after the notebook was executed (stale outputs): rerun `python -m medtut.execute`"
+        assert stamp.get("source_sha256"), "the stamp has no hash of the medtut source: rerun `python -m medtut.execute`"
+        changed = staleness(path, nb)["module"]
+        assert not changed, (f"{changed} changed after the notebook was executed (stale outputs): rerun "
+                             "`python -m medtut.execute`; `python -m medtut.execute --stale` lists every such notebook")
         code = _code_cells(nb)
         assert all(c.get("execution_count") for c in code), "some code cells were never executed"
         assert any(c.get("outputs") for c in code), "no outputs"
@@ -149,3 +153,25 @@ def test_checked_cells_print_no_floating_point_noise(path):
     assert not problems, (f"{path.relative_to(ROOT)}: checked cells print numbers at floating-point-noise "
                           f"level, which differ between machines: {problems}. Print a verdict "
                           "(e.g. 'below 1e-12: True') or round far above round-off")
+
+
+def test_stale_detection_follows_the_chapter_module(monkeypatch):
+    """A stamp made now is fresh; editing the notebook's chapter module makes it stale, a core edit is only
+    reported, and another chapter's module does not count."""
+    import nbformat
+
+    from medtut import execute
+
+    nb = nbformat.read(ROOT / "book/07_auc_alm/auc_alm.ipynb", as_version=4)
+    hashes = execute.source_hashes()
+    nb["metadata"][STAMP_KEY] = {"code_sha256": code_hash(nb), "source_sha256": dict(hashes)}
+    assert staleness(None, nb) == {"code": [], "module": [], "core": []}
+    for edited, kind in [("medtut/auc_alm.py", "module"), ("medtut/data/imbalanced.py", "module"),
+                         ("medtut/train.py", "core"), ("medtut/dip_nas.py", None)]:
+        monkeypatch.setattr(execute, "source_hashes", lambda e=edited: {**hashes, e: "0" * 64})
+        reasons = staleness(None, nb)
+        assert reasons == {"code": [], "module": [], "core": [], **({kind: [edited]} if kind else {})}
+    nb["cells"][-1]["source"] += "\n# edited"
+    nb["cells"].append(nbformat.v4.new_code_cell("x = 1"))
+    monkeypatch.setattr(execute, "source_hashes", lambda: hashes)
+    assert staleness(None, nb)["code"] == ["code cells changed"]

@@ -86,3 +86,46 @@ def test_bad_arguments_raise_clear_errors():
         fit(lambda b: {"loss": net(b[0]).sum() * float("nan")}, opt, data=loader, num_steps=1, progress=False)
     with pytest.raises(KeyError, match="no metric"):
         History()["loss"]
+
+
+def test_fit_continues_a_history_with_tags_and_wall_time():
+    from medtut.train import History, fit
+
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    history = History()
+    fit(lambda i: ((w - 1) ** 2).sum(), opt, num_steps=3, progress=False, history=history, tags={"round": 1})
+    first = history.wall_time_s
+    fit(lambda i: ((w - 1) ** 2).sum(), opt, num_steps=2, progress=False, history=history, tags={"round": 2})
+    assert history.steps("loss").tolist() == [1, 2, 3, 4, 5]
+    assert history["round"].tolist() == [1, 1, 1, 2, 2]
+    assert history.wall_time_s > first > 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_steps=2.5), "num_steps must be an int >= 0; got 2.5"),
+    (dict(num_steps=-1), "num_steps must be an int >= 0; got -1"),
+    (dict(num_steps=3, grad_clip=-1.0), "grad_clip must be a positive number or None; got -1.0"),
+    (dict(num_steps=3, checkpoint_every=0), "checkpoint_every must be an int >= 1; got 0"),
+    (dict(num_steps=3, eval_every=0), "eval_every must be an int >= 1; got 0"),
+    (dict(num_steps=3, num_epochs=1), "give exactly one of num_steps and num_epochs"),
+])
+def test_fit_rejects_bad_arguments(kwargs, message):
+    from medtut.train import fit
+
+    w = torch.zeros(1, requires_grad=True)
+    with pytest.raises(ValueError, match=message):
+        fit(lambda i: (w ** 2).sum(), torch.optim.SGD([w], lr=0.1), progress=False, **kwargs)
+
+
+def test_predict_batches_in_eval_mode_and_restores_the_mode():
+    from medtut.train import predict
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.5))
+    net.train()
+    x = torch.randn(10, 3)
+    out = predict(net, x, batch_size=3)
+    assert out.shape == (10, 4) and net.training
+    assert torch.allclose(out, net.eval()(x))
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1; got 0"):
+        predict(net, x, batch_size=0)

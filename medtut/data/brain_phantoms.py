@@ -20,12 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def _ellipse(yy, xx, cy, cx, ry, rx, angle):
-    c, s = np.cos(angle), np.sin(angle)
-    y, x = yy - cy, xx - cx
-    u, v = c * x + s * y, -s * x + c * y
-    return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+from .imaging import centre_square, ellipse_mask, resize_square, to_unit_range
 
 
 def _check_size(size: int) -> None:
@@ -52,7 +47,7 @@ def make_head_phantom(rng: np.random.Generator, size: int = 32) -> np.ndarray:
         # an ellipse placed in the head's own (rotated, scaled) frame
         c, s = np.cos(angle), np.sin(angle)
         oy, ox = dy * ry, dx * rx
-        return _ellipse(yy, xx, cy + c * oy + s * ox, cx - s * oy + c * ox, fy * ry, fx * rx,
+        return ellipse_mask(yy, xx, cy + c * oy + s * ox, cx - s * oy + c * ox, fy * ry, fx * rx,
                         angle + extra_angle)
 
     skull_i = rng.uniform(0.75, 1.0)
@@ -89,20 +84,6 @@ def make_head_phantoms(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.stack([make_head_phantom(rng, size) for _ in range(n)]))[:, None]
 
 
-def _to_unit_range(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float64)
-    lo, hi = float(image.min()), float(image.max())
-    if not np.isfinite([lo, hi]).all():
-        raise ValueError("the image holds NaN or inf values")
-    return ((image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)).astype(np.float32)
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    from skimage.transform import resize
-    return resize(np.asarray(image, dtype=np.float64), (size, size), order=1, anti_aliasing=True,
-                  mode="reflect")
-
-
 def shepp_logan(size: int = 32) -> torch.Tensor:
     """scikit-image's Shepp-Logan phantom (shipped in the wheel) resized to (size, size), in [0, 1].
 
@@ -111,14 +92,7 @@ def shepp_logan(size: int = 32) -> torch.Tensor:
     """
     _check_size(size)
     from skimage.data import shepp_logan_phantom
-    return torch.from_numpy(_to_unit_range(_resize(shepp_logan_phantom(), size)))
-
-
-def _centre_square(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape
-    m = min(h, w)
-    top, left = (h - m) // 2, (w - m) // 2
-    return image[top:top + m, left:left + m]
+    return torch.from_numpy(to_unit_range(resize_square(shepp_logan_phantom(), size)))
 
 
 # --- Real data (Colab) ------------------------------------------------------------------------------
@@ -157,7 +131,7 @@ def brainweb_t1_slices(subjects=(4, 5, 6), slices_per_subject: int = 20, size: i
         depth = volume.shape[0]
         picks = np.linspace(0.25 * depth, 0.75 * depth, slices_per_subject).astype(int)
         for i in picks:
-            out.append(_to_unit_range(_resize(_centre_square(volume[i]), size)))
+            out.append(to_unit_range(resize_square(centre_square(volume[i]), size)))
     return torch.from_numpy(np.stack(out))[:, None]
 
 
@@ -208,12 +182,13 @@ def fastmri_image(path: str | os.PathLike, slice_index: int | None = None, size:
     """
     from monai.apps.reconstruction.mri_utils import root_sum_of_squares
 
-    from ..mr_sampling import ifft2c
+    from monai.networks.blocks.fft_utils_t import ifftn_centered_t
 
     data = load_fastmri_slice(path, slice_index)
-    coils = ifft2c(torch.from_numpy(data["kspace"]))
+    kspace = torch.from_numpy(data["kspace"])                 # (C, H, W) complex
+    coils = torch.view_as_complex(ifftn_centered_t(torch.view_as_real(kspace), spatial_dims=2).contiguous())
     image = root_sum_of_squares(coils.abs().numpy(), spatial_dim=0)
-    return torch.from_numpy(_to_unit_range(_resize(_centre_square(np.asarray(image)), size)))
+    return torch.from_numpy(to_unit_range(resize_square(centre_square(np.asarray(image)), size)))
 
 
 __all__ = ["make_head_phantom", "make_head_phantoms", "shepp_logan", "brainweb_t1_slices",

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .imaging import ellipse_radius
+
 LABELS = {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
 NUM_CLASSES = 4
 PROSTATE_LABELS = {0: "background", 1: "PZ", 2: "TZ"}
@@ -42,14 +44,6 @@ ACDC_URL = ("https://humanheart-project.creatis.insa-lyon.fr/database/api/v1/fol
 # ------------------------------------------------------------------------------------------------
 # synthetic ACDC-like subjects
 # ------------------------------------------------------------------------------------------------
-def _ellipse_dist(yy, xx, cy, cx, ry, rx, angle):
-    """Normalised elliptic radius: < 1 inside the ellipse (centre cy, cx; radii ry, rx; rotation)."""
-    c, s = np.cos(angle), np.sin(angle)
-    y, x = yy - cy, xx - cx
-    u, v = c * x + s * y, -s * x + c * y
-    return np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
-
-
 def _smooth_field(rng, size, sigma):
     """A zero-mean, unit-std smooth random field (size, size)."""
     field = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma, mode="wrap")
@@ -100,21 +94,21 @@ def make_cardiac_subject(rng: np.random.Generator, size: int = 64, n_slices: int
         s = 1.0 - shrink * z / (n_slices - 1)
         r_endo = r_lv * s
         r_epi = r_endo + wall * (0.8 + 0.2 * s)
-        d_lv = _ellipse_dist(yy, xx, cy, cx, r_endo * ecc, r_endo, rot)
-        d_epi = _ellipse_dist(yy, xx, cy, cx, r_epi * ecc, r_epi, rot)
+        d_lv = ellipse_radius(yy, xx, cy, cx, r_endo * ecc, r_endo, rot)
+        d_epi = ellipse_radius(yy, xx, cy, cx, r_epi * ecc, r_epi, rot)
         lab = np.zeros((size, size), dtype=np.int64)
         if z < n_slices - 2:  # the RV vanishes in the two apical slices
             ry, rx = r_epi * rv_long * (0.6 + 0.4 * s), r_epi * rv_short * (0.6 + 0.4 * s)
             off = r_epi * 0.75
             ccy, ccx = cy + off * np.sin(rv_angle), cx + off * np.cos(rv_angle)
-            d_rv = _ellipse_dist(yy, xx, ccy, ccx, ry, rx, rv_angle)
+            d_rv = ellipse_radius(yy, xx, ccy, ccx, ry, rx, rv_angle)
             rv = (d_rv < 1.0) & (d_epi >= 1.0)
             lab[rv] = 1
         lab[d_epi < 1.0] = 2
         lab[d_lv < 1.0] = 3
         img = background.copy()
         for by, bx, bry, brx, bang, bval in blobs:
-            img[_ellipse_dist(yy, xx, by, bx, bry, brx, bang) < 1.0] = bval
+            img[ellipse_radius(yy, xx, by, bx, bry, brx, bang) < 1.0] = bval
         img[lab == 1] = rv_blood
         img[lab == 2] = myo
         img[lab == 3] = blood
@@ -267,17 +261,5 @@ def load_acdc(root_dir: str | os.PathLike, size: int = 128, phases: tuple[str, .
     return subjects
 
 
-def stack_subjects(subjects: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack subjects of equal depth into (N, D, H, W) tensors, the layout of :func:`make_cardiac_dataset`.
-
-    Real volumes differ in depth; pass a subset of equal depth, or crop/pad the slices first.
-    """
-    depths = {s["image"].shape for s in subjects}
-    if len(depths) != 1:
-        raise ValueError(f"subjects must share one (D, H, W) shape to be stacked; got {sorted(depths)}")
-    return (torch.from_numpy(np.stack([s["image"] for s in subjects])),
-            torch.from_numpy(np.stack([s["label"] for s in subjects])))
-
-
 __all__ = ["LABELS", "NUM_CLASSES", "PROSTATE_LABELS", "ACDC_URL", "make_cardiac_subject",
-           "make_cardiac_dataset", "load_prostate_decathlon", "download_acdc", "load_acdc", "stack_subjects"]
+           "make_cardiac_dataset", "load_prostate_decathlon", "download_acdc", "load_acdc"]

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import RemoteDataset, data_root, fetch, register
+from .imaging import centre_square, resize_square
 
 TASKS = ("denoise", "inpaint", "sr")
 
@@ -54,7 +55,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 def to_grey_square(image: np.ndarray, size: int) -> np.ndarray:
     """Any (H, W) / (H, W, 3|4) image → (size, size) float32 grey in [0, 1] (centre crop, anti-aliased)."""
     from skimage.color import rgb2gray, rgba2rgb
-    from skimage.transform import resize
 
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 4:
@@ -68,11 +68,7 @@ def to_grey_square(image: np.ndarray, size: int) -> np.ndarray:
     image = image.astype(np.float64)
     if image.max() > 1.0:
         image = image / (255.0 if image.max() <= 255 else image.max())
-    h, w = image.shape
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    image = image[top:top + s, left:left + s]
-    out = resize(image, (size, size), anti_aliasing=True, preserve_range=True)
+    out = resize_square(centre_square(image), size)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
