@@ -30,11 +30,27 @@ from pathlib import Path
 STAMP_KEY = "medtut"
 
 
+INSTALL_TAG = "colab-install"
+INSTALL_MARKER = "# Colab set-up"
+
+
+def is_install_cell(cell) -> bool:
+    """The Colab install cell: tagged ``colab-install`` (its first line is ``# Colab set-up``).
+
+    It names the repository address and release, which ``python -m medtut.release`` rewrites; it is left
+    out of :func:`code_hash`, so publishing under a new address does not make the outputs stale.
+    """
+    if cell["cell_type"] != "code":
+        return False
+    src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+    return INSTALL_TAG in cell.get("metadata", {}).get("tags", []) or src.lstrip().startswith(INSTALL_MARKER)
+
+
 def code_hash(nb) -> str:
-    """sha256 over the code cells' sources (outputs and markdown do not count)."""
+    """sha256 over the code cells' sources (outputs, markdown and the Colab install cell do not count)."""
     h = hashlib.sha256()
     for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
+        if cell["cell_type"] == "code" and not is_install_cell(cell):
             src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
             h.update(src.strip().encode())
             h.update(b"\x00")

@@ -151,13 +151,15 @@ def fpr_at_tpr(y_true, scores, tpr: float | Sequence[float]) -> float | np.ndarr
 
 
 def mean_std(values: Sequence[float], fmt: str = ".3f") -> str:
-    """``'0.812 ± 0.031'`` (sample std, ddof=1; ``± 0`` for a single value). NaNs are ignored."""
+    """``'0.812 ± 0.031'`` (sample std, ddof=1), or just ``'0.812'`` for a value measured once (a spread
+    of one value is unknown, not zero). NaNs are ignored."""
     arr = np.asarray(values, dtype=float)
     arr = arr[~np.isnan(arr)]
     if arr.size == 0:
         return "n/a"
-    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-    return f"{arr.mean():{fmt}} ± {std:{fmt}}"
+    if arr.size == 1:
+        return f"{arr[0]:{fmt}}"
+    return f"{arr.mean():{fmt}} ± {float(arr.std(ddof=1)):{fmt}}"
 
 
 class ResultsTable:

@@ -84,6 +84,6 @@ def test_summarize_formats_mean_std_and_extra_columns():
     assert "| baseline | 0.720 ± 0.028 | 2 |  |" in md
     assert "| ours | 0.800 ± 0.020 | 3 | 0.82 |" in md
     assert "<table>" in table._repr_html_()
-    assert metrics.mean_std([1.0]) == "1.000 ± 0.000"
+    assert metrics.mean_std([1.0]) == "1.000" and metrics.mean_std([1.0, np.nan]) == "1.000"
     with pytest.raises(ValueError, match="results is empty"):
         metrics.summarize({})
