@@ -21,6 +21,8 @@ def _as_numpy(x) -> np.ndarray:
 
 
 def _check_label_maps(pred, target, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int (background included); got {num_classes!r}")
     pred = torch.as_tensor(pred)
     target = torch.as_tensor(target)
     if pred.shape != target.shape:
@@ -52,6 +54,9 @@ def dice(pred, target, num_classes: int, include_background: bool = False) -> np
     from monai.metrics import DiceMetric
 
     pred, target = _check_label_maps(pred, target, num_classes)
+    if num_classes < 2 and not include_background:
+        raise ValueError(f"num_classes={num_classes} leaves no foreground class to score; count the background "
+                         "too (num_classes=2 for a binary mask) or pass include_background=True")
     metric = DiceMetric(include_background=include_background, reduction="none", ignore_empty=True)
     return metric(_one_hot(pred, num_classes), _one_hot(target, num_classes)).cpu().numpy()
 
@@ -136,7 +141,7 @@ def fpr_at_tpr(y_true, scores, tpr: float | Sequence[float]) -> float | np.ndarr
     y_true, scores = _check_binary(y_true, scores)
     fprs, tprs, _ = roc_curve(y_true, scores, drop_intermediate=False)
     targets = np.atleast_1d(np.asarray(tpr, dtype=float))
-    if ((targets < 0) | (targets > 1)).any():
+    if targets.size == 0 or not np.isfinite(targets).all() or ((targets < 0) | (targets > 1)).any():
         raise ValueError(f"tpr must lie in [0, 1]; got {targets}")
     out = []
     for t in targets:

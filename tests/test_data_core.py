@@ -210,3 +210,15 @@ def test_phantoms_labels_match_images():
     assert torch.equal(images, again)
     with pytest.raises(ValueError, match="n must be >= 1; got 0"):
         make_phantom_dataset(0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name=None, url="file:///x", hash_value=None), "a dataset needs a non-empty name; got None"),
+    (dict(name="x", url="", hash_value=None), "a dataset needs a non-empty url"),
+    (dict(name="x", url="ftp://host/x", hash_value=None), "url must start with https://, http:// or file://"),
+    (dict(name="x", url="file:///x", hash_value="abc"), r"hash_value must be the sha256 hex digest \(64 hex digits\)"),
+    (dict(name="x", url="file:///x", hash_value="z" * 32, hash_type="md5"), "hash_value must be the md5 hex digest"),
+])
+def test_register_rejects_incomplete_entries(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.register(data.RemoteDataset(**kwargs))

@@ -87,3 +87,14 @@ def test_summarize_formats_mean_std_and_extra_columns():
     assert metrics.mean_std([1.0]) == "1.000" and metrics.mean_std([1.0, np.nan]) == "1.000"
     with pytest.raises(ValueError, match="results is empty"):
         metrics.summarize({})
+
+
+def test_bad_metric_arguments_are_clear_errors():
+    lab = torch.zeros(1, 4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="num_classes=1 leaves no foreground class"):
+        metrics.dice(lab, lab, 1)
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        metrics.dice(lab, lab, 0)
+    y, s = np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8])
+    with pytest.raises(ValueError, match="tpr must lie in"):
+        metrics.fpr_at_tpr(y, s, float("nan"))

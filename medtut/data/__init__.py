@@ -59,8 +59,22 @@ RECORDED_CHECKSUMS = "recorded_checksums.json"   # next to the files: sha256 of 
 
 def register(dataset: RemoteDataset) -> RemoteDataset:
     """Add a dataset to :data:`REGISTRY` (chapters call this at import of their data module)."""
+    if not isinstance(dataset, RemoteDataset):
+        raise ValueError(f"register takes a RemoteDataset; got {type(dataset).__name__}")
+    for field_name in ("name", "url"):
+        value = getattr(dataset, field_name)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"a dataset needs a non-empty {field_name}; got {value!r}")
+    if not dataset.url.startswith(("https://", "http://", "file://")):
+        raise ValueError(f"{dataset.name}: url must start with https://, http:// or file://; got {dataset.url!r}")
     if dataset.hash_type not in {"md5", "sha1", "sha256", "sha512"}:
         raise ValueError(f"hash_type must be md5, sha1, sha256 or sha512; got {dataset.hash_type!r}")
+    if dataset.hash_value is not None:
+        lengths = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+        if not (isinstance(dataset.hash_value, str) and len(dataset.hash_value) == lengths.get(dataset.hash_type)
+                and all(c in "0123456789abcdef" for c in dataset.hash_value.lower())):
+            raise ValueError(f"{dataset.name}: hash_value must be the {dataset.hash_type} hex digest "
+                             f"({lengths.get(dataset.hash_type, '?')} hex digits); got {dataset.hash_value!r}")
     if dataset.hash_of not in {"file", "folder"}:
         raise ValueError(f"hash_of must be 'file' or 'folder'; got {dataset.hash_of!r}")
     if dataset.hash_of == "folder" and not (dataset.extract and dataset.folder and dataset.hash_type == "md5"
