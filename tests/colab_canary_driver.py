@@ -30,6 +30,7 @@ def main(argv):
 
     from IPython.core.interactiveshell import InteractiveShell
     shell = InteractiveShell.instance()
+    done = set()            # install cells are identical across notebooks (test_release); run each text once
     for k, path in enumerate(paths):
         with open(path) as fh:
             cells = [c for c in json.load(fh)["cells"] if c["cell_type"] == "code"]
@@ -42,6 +43,10 @@ def main(argv):
         if count != 1:
             print(f"{path}: the install cell names no 'git+URL@REF' to install")
             return 1
+        if code in done:
+            print(f"--- {path}: same install cell as above", flush=True)
+            continue
+        done.add(code)
         print(f"--- {path}: install cell", flush=True)
         result = shell.run_cell(code)
         import importlib.util

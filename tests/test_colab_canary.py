@@ -4,7 +4,8 @@ The environment stands in for a Colab runtime as closely as the package index he
 virtual environment (Python of this interpreter, 3.11; Colab runs 3.12) holding the stack Colab ships
 before any install (torch, here 2.13.0 CPU where Colab has a CUDA build; numpy, scipy, matplotlib,
 scikit-learn, scikit-image, ipywidgets, IPython, tqdm, h5py), and a stand-in ``google.colab`` module. The
-install cell of every notebook runs verbatim in an IPython shell (``%pip`` is the real magic) with the
+install cell runs verbatim in an IPython shell (once per distinct text: every notebook has the same one,
+which test_release checks, and the driver confirms it per notebook) (``%pip`` is the real magic) with the
 repository address replaced by this repository through a ``git+file://`` URL at the current commit, so
 what gets installed is the committed code, with medtut's own requirements resolved by pip. Then the first
 code cells of chapter 0 run in quick mode. A ref that does not exist must make the install fail.
