@@ -61,7 +61,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 # Modules every chapter shares; a change here is reported by --stale but does not fail the stamp test.
 CORE_MODULES = frozenset({"medtut/__init__.py", "medtut/config.py", "medtut/train.py", "medtut/metrics.py",
                           "medtut/viz.py", "medtut/widgets.py", "medtut/checks.py", "medtut/execute.py",
-                          "medtut/student.py", "medtut/data/__init__.py"})
+                          "medtut/student.py", "medtut/colab.py", "medtut/release.py",
+                          "medtut/data/__init__.py", "medtut/data/imaging.py"})
 
 
 def source_hashes() -> dict[str, str]:
@@ -74,8 +75,9 @@ def source_hashes() -> dict[str, str]:
 
 
 def _code_text(nb) -> str:
+    """The code the notebook's results depend on (the Colab install cell does not count)."""
     return "\n".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
-                     for c in nb["cells"] if c["cell_type"] == "code")
+                     for c in nb["cells"] if c["cell_type"] == "code" and not is_install_cell(c))
 
 
 def imported_modules(nb) -> list[str]:
