@@ -53,6 +53,14 @@ def main(argv):
         if not result.success or importlib.util.find_spec("medtut") is None:
             print(f"{path}: the install cell did not install medtut")   # %pip reports a failure, it does not raise
             return 1
+        # the install must have put *this* ref in place (a failed %pip leaves an earlier install behind)
+        from importlib import metadata
+        direct = json.loads(metadata.distribution("medtut").read_text("direct_url.json") or "{}")
+        vcs = direct.get("vcs_info", {})
+        if commit not in (vcs.get("requested_revision"), vcs.get("commit_id")):
+            print(f"{path}: medtut at {vcs.get('requested_revision') or vcs.get('commit_id')} is installed, "
+                  f"not {commit}: the install cell failed")
+            return 1
         import medtut
         if not medtut.__file__.startswith(sys.prefix):
             print(f"medtut was imported from {medtut.__file__}, not from the environment {sys.prefix}")
