@@ -13,7 +13,6 @@ code cells of chapter 0 run in quick mode. A ref that does not exist must make t
 import os
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
