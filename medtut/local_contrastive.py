@@ -19,9 +19,10 @@ The module reads like the paper's method section:
 5. **Pairs** (:func:`make_pairs`): same slice under two intensity augmentations, labelled–unlabelled,
    unlabelled–unlabelled and labelled–labelled.
 6. **Training** (:func:`train_baseline`, :func:`train_semi_supervised`): the baseline on X_L with a
-   Dice+CE loss; then L = L_seg(X_L) + λ·L_lc(X_L ∪ X_U) in rounds, restoring the best validation
-   checkpoint and refreshing the pseudo-labels after each round. Controls at equal compute:
-   labelled-only continuation and self-training (pseudo-labels inside L_seg).
+   Dice+CE loss; then L = L_seg(X_L) + λ·L_lc(X_L ∪ X_U) in rounds, refreshing the pseudo-labels after
+   each round and keeping either the best-validation checkpoint (the paper) or the last weights
+   (``Config.select``). Controls at equal steps: labelled-only continuation and self-training
+   (pseudo-labels inside L_seg); diagnostics: true labels in place of pseudo-labels.
 7. **Evaluation** (:func:`predict_volumes`, :func:`evaluate_dice`): 3-D Dice per structure.
 
 Every training loop goes through :func:`medtut.train.fit`.
@@ -97,6 +98,8 @@ def make_split(images, labels, n_labelled: int, n_val: int, n_test: int, draw: i
     others (or ``n_unlabelled`` of them) unlabelled. Different ``draw`` → different labelled subjects.
     """
     imgs, labs = as_volumes(images, "images"), as_volumes(labels, "labels", integer=True)
+    if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
+        raise ValueError(f"draw must be an int >= 0; got {draw!r}")
     if len(imgs) != len(labs):
         raise ValueError(f"images and labels must hold the same number of subjects; got {len(imgs)} "
                          f"and {len(labs)}")
@@ -140,8 +143,13 @@ class UNetWithProjection(nn.Module):
         super().__init__()
         from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
 
-        if len(features) < 2:
-            raise ValueError(f"features must list >= 2 levels; got {features}")
+        if len(features) < 2 or any(int(f) < 1 for f in features):
+            raise ValueError(f"features must list >= 2 positive channel counts; got {features}")
+        if num_classes < 2 or embed_dim < 1 or in_channels < 1:
+            raise ValueError(f"need num_classes >= 2 (background + a class), embed_dim >= 1 and in_channels >= 1; "
+                             f"got {num_classes}, {embed_dim}, {in_channels}")
+        if norm not in ("batch", "instance"):
+            raise ValueError(f"norm must be 'batch' or 'instance'; got {norm!r}")
         act = ("LeakyReLU", {"negative_slope": 0.1, "inplace": True})
         nrm = (norm, {"affine": True}) if norm == "instance" else norm
         self.num_classes, self.embed_dim = num_classes, embed_dim
@@ -207,9 +215,10 @@ def _check_loss_inputs(z_a, z_b, y_a, y_b, temperature, n_anchors):
             raise ValueError(f"{name} must hold non-negative class indices; got min {int(y.min())}")
     if not torch.isfinite(z_a).all() or not torch.isfinite(z_b).all():
         raise ValueError("z_a and z_b must be finite; got NaN or inf")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
-    if n_anchors is not None and (not isinstance(n_anchors, (int, np.integer)) or n_anchors < 1):
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+    if n_anchors is not None and (isinstance(n_anchors, bool) or not isinstance(n_anchors, (int, np.integer))
+                                  or n_anchors < 1):
         raise ValueError(f"n_anchors must be a positive int or None (all pixels); got {n_anchors!r}")
 
 
@@ -224,6 +233,15 @@ def class_prototypes(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> tupl
     z: (B, D, H, W) float (normalise first for cosine prototypes); y: (B, H, W) int in [0, num_classes).
     Returns (prototypes (B, num_classes, D), counts (B, num_classes)); absent classes get a zero vector.
     """
+    if not isinstance(z, torch.Tensor) or z.ndim != 4 or not z.is_floating_point():
+        got = f"{tuple(z.shape)} {z.dtype}" if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"z must be a float (B, D, H, W) tensor; got {got}")
+    if not isinstance(y, torch.Tensor) or y.shape != (z.shape[0], *z.shape[2:]) or y.is_floating_point():
+        got = f"{tuple(y.shape)} {y.dtype}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y must be an integer (B, H, W) = {(z.shape[0], *z.shape[2:])} label map; got {got}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"y must hold classes in [0, num_classes={num_classes}); got labels in "
+                         f"[{int(y.min())}, {int(y.max())}]")
     onehot = F.one_hot(y.flatten(1), num_classes).to(z.dtype)           # (B, N, K)
     counts = onehot.sum(1)                                               # (B, K)
     sums = torch.einsum("bdn,bnk->bkd", z.flatten(2), onehot)            # (B, K, D)
@@ -262,6 +280,16 @@ def anchor_terms(z_self: torch.Tensor, mu_self: torch.Tensor, mu_other: torch.Te
     valid: (B, K) bool, the shared foreground classes C_ab. Returns (B, M). ``variant="intra"``
     drops the other image's prototypes. (Entries whose class is not in C_ab are meaningless.)
     """
+    b, d, m = z_self.shape if z_self.ndim == 3 else (None, None, None)
+    if b is None or mu_self.ndim != 3 or mu_self.shape != mu_other.shape or mu_self.shape[0] != b \
+            or mu_self.shape[2] != d or y_self.shape != (b, m) or valid.shape != mu_self.shape[:2]:
+        raise ValueError(f"expected z_self (B, D, M), mu_self and mu_other (B, K, D), y_self (B, M), valid (B, K); "
+                         f"got {tuple(z_self.shape)}, {tuple(mu_self.shape)}, {tuple(mu_other.shape)}, "
+                         f"{tuple(y_self.shape)}, {tuple(valid.shape)}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+    if variant not in ("inter", "intra"):
+        raise ValueError(f"variant must be 'inter' or 'intra'; got {variant!r}")
     neg = torch.finfo(z_self.dtype).min / 4
     s_self = torch.einsum("bdn,bkd->bnk", z_self, mu_self) / temperature          # (B, N, K)
     s_other = torch.einsum("bdn,bkd->bnk", z_self, mu_other) / temperature
@@ -309,6 +337,9 @@ def local_contrastive_loss(z_a: torch.Tensor, z_b: torch.Tensor, y_a: torch.Tens
     of each batch counts; here every valid pair counts equally.
     """
     _check_loss_inputs(z_a, z_b, y_a, y_b, temperature, n_anchors)
+    if isinstance(background, bool) or not isinstance(background, (int, np.integer)) or background < 0:
+        raise ValueError(f"background must be a class index >= 0 (a negative index would make the real "
+                         f"background an anchor class); got {background!r}")
     if variant not in {"inter", "intra"}:
         raise ValueError(f"variant must be 'inter' or 'intra'; got {variant!r}")
     num_classes = int(max(int(y_a.max()), int(y_b.max()), background)) + 1
@@ -358,6 +389,8 @@ def largest_component(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 def pseudo_label(model: nn.Module, volumes, num_classes: int, postprocess: bool = True) -> list[torch.Tensor]:
     """Pseudo-labels of unlabelled volumes: the model's argmax, then (optionally) the largest connected
     component per class. Returns a list of (D, H, W) int64."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2 (background + a class); got {num_classes!r}")
     preds = predict_volumes(model, volumes)
     if postprocess:
         preds = [largest_component(p, num_classes) for p in preds]
@@ -373,6 +406,12 @@ def spatial_augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
                     max_rotation: float = 15.0, scale: tuple[float, float] = (0.9, 1.1)) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random rotation/scale/left-right flip per slice for images x (B, 1, H, W) and labels
     y (B, H, W) (bilinear for x, nearest for y)."""
+    if x.ndim != 4 or x.shape[1] != 1 or y.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(f"expected images x (B, 1, H, W) and labels y (B, H, W) of the same B, H, W; got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if not (0 <= max_rotation <= 180 and 0 < scale[0] <= scale[1]):
+        raise ValueError(f"need 0 <= max_rotation <= 180 (degrees) and 0 < scale[0] <= scale[1]; got "
+                         f"{max_rotation}, {scale}")
     b = x.shape[0]
     r = torch.rand(b, 3, generator=generator)
     theta = (r[:, 0] * 2 - 1) * math.radians(max_rotation)
@@ -392,6 +431,10 @@ def spatial_augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
 def intensity_augment(x: torch.Tensor, generator: torch.Generator, brightness: float = 0.3,
                       contrast: tuple[float, float] = (0.7, 1.3)) -> torch.Tensor:
     """Per-slice random brightness shift (± ``brightness``) then contrast scaling, as the paper's pairs."""
+    if x.ndim != 4:
+        raise ValueError(f"x must be a (B, C, H, W) batch; got shape {tuple(x.shape)}")
+    if not (brightness >= 0 and 0 < contrast[0] <= contrast[1]):
+        raise ValueError(f"need brightness >= 0 and 0 < contrast[0] <= contrast[1]; got {brightness}, {contrast}")
     r = torch.rand(x.shape[0], 2, generator=generator).to(x.device)
     shift = ((r[:, 0] * 2 - 1) * brightness).view(-1, 1, 1, 1)
     gain = (contrast[0] + (contrast[1] - contrast[0]) * r[:, 1]).view(-1, 1, 1, 1)
@@ -438,8 +481,13 @@ class Config:
     """Hyper-parameters of one training run (defaults: the paper's where they fit a CPU budget).
 
     method: ``"labelled-only"``, ``"self-training"`` or ``"local contrastive"``.
-    rounds: number of rounds; after each, the best-validation weights are restored and the
-    pseudo-labels refreshed (``rounds=1``: pseudo-labels stay those of the baseline).
+    rounds: number of rounds; after each, the pseudo-labels are refreshed with the current model
+    (``rounds=1``: pseudo-labels stay those of the baseline).
+    select: which weights a run keeps: ``"best-val"`` (the paper's rule: the checkpoint with the best
+    validation Dice, evaluated every ``eval_every`` steps and restored after each round) or ``"last"``
+    (the final weights; the validation Dice is still recorded).
+    oracle_pseudo_labels: a diagnostic, not the method: use the unlabelled volumes' true labels in place
+    of pseudo-labels, to measure what perfect pseudo-labels would give.
     """
     method: str = "local contrastive"
     num_steps: int = 300
@@ -454,16 +502,47 @@ class Config:
     lr: float = 1e-3
     eval_every: int = 25
     postprocess: bool = True
+    select: str = "best-val"
+    oracle_pseudo_labels: bool = False
     seed: int = 0
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
-        if self.rounds < 1 or self.num_steps < self.rounds:
-            raise ValueError(f"need rounds >= 1 and num_steps >= rounds; got {self.rounds}, {self.num_steps}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}; got {self.select!r}")
+        if self.variant not in ("inter", "intra"):
+            raise ValueError(f"variant must be 'inter' or 'intra'; got {self.variant!r}")
+        for name in ("num_steps", "rounds", "batch_labelled", "batch_unlabelled", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if self.num_steps < self.rounds:
+            raise ValueError(f"num_steps must be >= rounds (each round needs a step); got num_steps="
+                             f"{self.num_steps}, rounds={self.rounds}")
+        if self.method == "local contrastive" and self.batch_unlabelled < 2:
+            raise ValueError(f"the local contrastive arm pairs unlabelled slices: batch_unlabelled must be >= 2; "
+                             f"got {self.batch_unlabelled}")
+        if not 0 <= self.n_same <= min(self.batch_labelled, self.batch_unlabelled):
+            raise ValueError(f"n_same must be in [0, min(batch_labelled, batch_unlabelled)]; got {self.n_same}")
+        for name in ("lr", "temperature"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam must be a finite number >= 0; got {self.lam!r}")
+        if self.n_anchors is not None and (isinstance(self.n_anchors, bool) or
+                                           not isinstance(self.n_anchors, (int, np.integer)) or self.n_anchors < 1):
+            raise ValueError(f"n_anchors must be a positive int or None (all pixels); got {self.n_anchors!r}")
+
+    @property
+    def slices_per_step(self) -> int:
+        """Distinct slices one step reads (augmented second views of a slice do not count twice)."""
+        return self.batch_labelled + (0 if self.method == "labelled-only" else self.batch_unlabelled)
 
 
 METHODS = ("labelled-only", "self-training", "local contrastive")
+SELECTIONS = ("best-val", "last")
 
 
 def seg_loss_fn(num_classes: int):
@@ -479,43 +558,51 @@ def mean_dice(model: nn.Module, images, labels, num_classes: int) -> float:
     return float(np.nanmean(evaluate_dice(model, images, labels, num_classes)))
 
 
-def _best_val_tracker(model, split: Split, num_classes: int):
-    # the starting weights are a candidate too, so a continuation can never end worse on validation
+def _checkpoint_tracker(model, split: Split, num_classes: int, select: str, monitor_test: bool):
+    # best-val: the starting weights are a candidate too, so a continuation never ends worse on validation
     state = {"best": mean_dice(model, split.val_images, split.val_labels, num_classes),
-             "weights": copy.deepcopy(model.state_dict())}
+             "weights": copy.deepcopy(model.state_dict()) if select == "best-val" else None}
 
     def eval_fn():
         score = mean_dice(model, split.val_images, split.val_labels, num_classes)
-        if score > state["best"]:
+        if select == "best-val" and score > state["best"]:
             state["best"], state["weights"] = score, copy.deepcopy(model.state_dict())
-        return {"val_dice": score}
+        record = {"val_dice": score}
+        if monitor_test:   # reported only, never used to choose anything
+            record["test_dice"] = mean_dice(model, split.test_images, split.test_labels, num_classes)
+        return record
     return state, eval_fn
 
 
 @dataclass
 class SemiSupervisedResult(TrainResult):
     """:class:`medtut.train.TrainResult` plus the final pseudo-labels of the unlabelled volumes (a list of
-    (D, H, W) int64 maps; empty for ``labelled-only``)."""
+    (D, H, W) int64 maps; empty for ``labelled-only``) and ``slices_seen``, the number of distinct
+    training slices read (steps × slices per step; labelled and unlabelled)."""
     pseudo_labels: list = field(default_factory=list)
+    slices_seen: int = 0
 
 
 def train_baseline(model: nn.Module, split: Split, num_steps: int, batch_size: int = 8, lr: float = 1e-3,
                    eval_every: int = 25, seed: int = 0, progress: bool = True,
-                   device: torch.device | str | None = None) -> tuple[nn.Module, TrainResult]:
+                   device: torch.device | str | None = None, select: str = "best-val"
+                   ) -> tuple[nn.Module, TrainResult]:
     """Step 1 of the schedule: the U-Net on the labelled slices only (Dice+CE, spatial augmentation).
 
     Evaluates the validation Dice every ``eval_every`` steps and leaves ``model`` holding the best
-    validation weights. Returns ``(model, TrainResult)``.
+    validation weights (``select="last"``: the final ones). Returns ``(model, TrainResult)``.
     """
+    _check_model(model)
     cfg = Config(method="labelled-only", num_steps=num_steps, batch_labelled=batch_size, lr=lr,
-                 eval_every=eval_every, seed=seed)
+                 eval_every=eval_every, seed=seed, select=select)
     model, result = train_semi_supervised(model, split, cfg, progress=progress, desc="baseline", device=device)
     return model, TrainResult(result.history, result.wall_time_s)
 
 
 def train_semi_supervised(model: nn.Module, split: Split, cfg: Config, num_classes: int | None = None,
                           progress: bool = True, desc: str | None = None,
-                          device: torch.device | str | None = None) -> tuple[nn.Module, SemiSupervisedResult]:
+                          device: torch.device | str | None = None, monitor_test: bool = False
+                          ) -> tuple[nn.Module, SemiSupervisedResult]:
     """Continue training ``model`` (usually the baseline) under ``cfg``; returns ``(model, result)``.
 
     Each of ``cfg.rounds`` rounds runs ``num_steps // rounds`` steps through :func:`medtut.train.fit`:
@@ -525,32 +612,63 @@ def train_semi_supervised(model: nn.Module, split: Split, cfg: Config, num_class
     * ``local contrastive``: L = L_seg(labelled batch) + λ·L_lc(pairs of labelled and unlabelled slices),
       unlabelled slices entering *only* through L_lc.
 
-    After each round the best validation weights so far are restored and, if another round follows,
-    the pseudo-labels of the unlabelled volumes are recomputed (:func:`pseudo_label`). At the end the
-    model holds the best validation weights. The optimiser (Adam) is created once and kept. The result's
+    With ``cfg.select="best-val"`` the best validation weights so far are restored after each round;
+    with ``"last"`` training simply goes on. If another round follows, the pseudo-labels of the
+    unlabelled volumes are recomputed from the current weights (:func:`pseudo_label`). At the end the
+    model holds the selected weights. ``monitor_test=True`` also records the test Dice at every
+    evaluation (``history["test_dice"]``), for learning curves; nothing is selected on it. The optimiser
+    (Adam) is created once and kept. The result's
     ``wall_time_s`` covers training and pseudo-labelling (``history.wall_time_s``: training only). Batches and
     augmentations come from a generator seeded with ``cfg.seed``; the caller's global random state is
     left as it was. The history's records carry their ``round``.
     """
+    _check_model(model)
+    if not isinstance(split, Split):
+        raise ValueError(f"split must be a Split (see make_split); got {type(split).__name__}")
+    if not isinstance(cfg, Config):
+        raise ValueError(f"cfg must be a local_contrastive.Config; got {type(cfg).__name__}")
     device = resolve_device(device)
     model.to(device)
     num_classes = num_classes or model.num_classes
+    _check_split_labels(split, num_classes)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = time.perf_counter()      # the wall time includes pseudo-labelling, part of the method's cost
     with isolated_rng(cfg.seed, device):
-        history, pseudo = _train_rounds(model, split, cfg, num_classes, gen, device, progress, desc)
-    return model, SemiSupervisedResult(history, time.perf_counter() - start, pseudo_labels=pseudo)
+        history, pseudo = _train_rounds(model, split, cfg, num_classes, gen, device, progress, desc, monitor_test)
+    return model, SemiSupervisedResult(history, time.perf_counter() - start, pseudo_labels=pseudo,
+                                       slices_seen=cfg.num_steps * cfg.slices_per_step)
 
 
-def _train_rounds(model, split, cfg, num_classes, gen, device, progress, desc):
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module) or not hasattr(model, "num_classes"):
+        raise ValueError(f"model must be a UNetWithProjection (an nn.Module with num_classes); got "
+                         f"{type(model).__name__}")
+
+
+def _check_split_labels(split: Split, num_classes: int) -> None:
+    for name in ("labelled_labels", "val_labels", "test_labels"):
+        for vol in getattr(split, name):
+            top, low = int(vol.max()), int(vol.min())
+            if low < 0 or top >= num_classes:
+                raise ValueError(f"split.{name} must hold classes in [0, {num_classes}) for a model with "
+                                 f"num_classes={num_classes}; got labels in [{low}, {top}]")
+
+
+def _train_rounds(model, split, cfg, num_classes, gen, device, progress, desc, monitor_test):
     x_lab = slices_of(split.labelled_images).float()
     y_lab = slices_of(split.labelled_labels).long()
     x_unl = slices_of(split.unlabelled_images).float()
     seg_loss = seg_loss_fn(num_classes)
     uses_unlabelled = cfg.method != "labelled-only"
-    pseudo = pseudo_label(model, split.unlabelled_images, num_classes, cfg.postprocess) if uses_unlabelled else []
+    if cfg.oracle_pseudo_labels:
+        def label_unlabelled():
+            return [torch.as_tensor(v).long() for v in split.unlabelled_labels]
+    else:
+        def label_unlabelled():
+            return pseudo_label(model, split.unlabelled_images, num_classes, cfg.postprocess)
+    pseudo = label_unlabelled() if uses_unlabelled else []
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    state, eval_fn = _best_val_tracker(model, split, num_classes)
+    state, eval_fn = _checkpoint_tracker(model, split, num_classes, cfg.select, monitor_test)
     history = History()
     pair_a, pair_b, _ = make_pairs(cfg.batch_labelled, cfg.batch_unlabelled, cfg.n_same)
     y_unl = None
@@ -585,13 +703,14 @@ def _train_rounds(model, split, cfg, num_classes, gen, device, progress, desc):
     steps_per_round[-1] += cfg.num_steps - sum(steps_per_round)
     for r, n_steps in enumerate(steps_per_round):
         if uses_unlabelled:
-            if r > 0:  # refresh from the best-validation weights so far
-                pseudo = pseudo_label(model, split.unlabelled_images, num_classes, cfg.postprocess)
+            if r > 0:  # refresh with the selected weights so far
+                pseudo = label_unlabelled()
             y_unl = torch.cat(pseudo)
         fit(step, optimizer, num_steps=n_steps, eval_fn=eval_fn, eval_every=min(cfg.eval_every, n_steps),
             models=model, progress=progress, history=history, tags={"round": r + 1},
             desc=(desc or cfg.method) + (f" round {r + 1}/{cfg.rounds}" if cfg.rounds > 1 else ""))
-        model.load_state_dict(state["weights"])
+        if cfg.select == "best-val":
+            model.load_state_dict(state["weights"])
     return history, pseudo
 
 
@@ -605,6 +724,8 @@ def evaluate_dice(model: nn.Module, images, labels, num_classes: int) -> np.ndar
     absent from both prediction and ground truth. Predictions are slice-wise argmax, no post-processing."""
     preds = predict_volumes(model, images)
     labs = as_volumes(labels, "labels", integer=True)
+    if len(preds) != len(labs):
+        raise ValueError(f"images and labels must hold the same number of volumes; got {len(preds)} and {len(labs)}")
     return np.concatenate([dice(p[None], l[None].long(), num_classes) for p, l in zip(preds, labs)])
 
 
@@ -619,15 +740,22 @@ class ArmResult(SemiSupervisedResult):
 
 def continue_and_evaluate(model: nn.Module, start_state: dict, split: Split, cfg: Config,
                           progress: bool = True, desc: str | None = None,
-                          device: torch.device | str | None = None) -> tuple[nn.Module, ArmResult]:
+                          device: torch.device | str | None = None, monitor_test: bool = False
+                          ) -> tuple[nn.Module, ArmResult]:
     """Load ``start_state`` (e.g. the baseline's weights), train under ``cfg`` and score the test set.
 
-    Returns ``(model, ArmResult)``.
+    Returns ``(model, ArmResult)``. ``monitor_test``: see :func:`train_semi_supervised`.
     """
+    _check_model(model)
+    if not isinstance(start_state, dict) or not start_state:
+        raise ValueError(f"start_state must be a non-empty state_dict (e.g. the baseline's); got "
+                         f"{type(start_state).__name__}")
     model.load_state_dict(start_state)
-    model, result = train_semi_supervised(model, split, cfg, progress=progress, desc=desc, device=device)
+    model, result = train_semi_supervised(model, split, cfg, progress=progress, desc=desc, device=device,
+                                          monitor_test=monitor_test)
     num_classes = model.num_classes
     return model, ArmResult(result.history, result.wall_time_s, pseudo_labels=result.pseudo_labels,
+                            slices_seen=result.slices_seen,
                             dice=evaluate_dice(model, split.test_images, split.test_labels, num_classes),
                             val_dice=mean_dice(model, split.val_images, split.val_labels, num_classes),
                             state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
@@ -636,11 +764,17 @@ def continue_and_evaluate(model: nn.Module, start_state: dict, split: Split, cfg
 def dice_of_labels(preds, labels, num_classes: int) -> np.ndarray:
     """3-D Dice between lists of (D, H, W) label maps (e.g. pseudo-labels vs the hidden truth): (N, C-1)."""
     preds, labs = as_volumes(preds, "preds", integer=True), as_volumes(labels, "labels", integer=True)
+    if len(preds) != len(labs):
+        raise ValueError(f"preds and labels must hold the same number of volumes; got {len(preds)} and {len(labs)}")
+    for i, (p, l) in enumerate(zip(preds, labs)):
+        if p.shape != l.shape:
+            raise ValueError(f"volume {i}: preds and labels must have the same (D, H, W) shape; got "
+                             f"{tuple(p.shape)} and {tuple(l.shape)}")
     return np.concatenate([dice(p[None].long(), l[None].long(), num_classes) for p, l in zip(preds, labs)])
 
 
 __all__ = ["as_volumes", "slices_of", "Split", "make_split", "UNetWithProjection", "class_prototypes",
            "anchor_terms", "local_contrastive_loss", "predict_volumes", "largest_component", "pseudo_label",
            "spatial_augment", "intensity_augment", "make_pairs", "Config", "METHODS", "seg_loss_fn",
-           "mean_dice", "SemiSupervisedResult", "ArmResult", "train_baseline", "train_semi_supervised", "evaluate_dice",
+           "mean_dice", "SELECTIONS", "SemiSupervisedResult", "ArmResult", "train_baseline", "train_semi_supervised", "evaluate_dice",
            "continue_and_evaluate", "dice_of_labels"]

@@ -5,9 +5,9 @@ after ``argmax``; they one-hot encode and call MONAI. Image metrics accept numpy
 """
 from __future__ import annotations
 
-import math
-
 import html
+import math
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -167,6 +167,53 @@ def mean_std(values: Sequence[float], fmt: str = ".3f") -> str:
     return f"{arr.mean():{fmt}} ± {float(arr.std(ddof=1)):{fmt}}"
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """Summary of paired differences d_i = a_i − b_i (one per draw/seed), from :func:`paired_difference`."""
+    differences: tuple
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    wins: int
+    losses: int
+    sign_test_p: float
+
+    def __str__(self) -> str:
+        n = len(self.differences)
+        return (f"{self.mean:+.3f} ± {self.std:.3f} (n = {n}; 95 % bootstrap CI [{self.ci_low:+.3f}, "
+                f"{self.ci_high:+.3f}]; a ahead in {self.wins}/{n}, behind in {self.losses}/{n}; "
+                f"two-sided sign test p = {self.sign_test_p:.3f})")
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], *, n_boot: int = 10_000, seed: int = 0,
+                      tie: float = 0.0) -> PairedDifference:
+    """Paired comparison of two arms measured on the same draws: d_i = a_i − b_i.
+
+    Returns the mean and sample std (ddof=1) of d, a 95 % percentile bootstrap interval of the mean
+    (``n_boot`` resamples of the draws, from ``numpy.random.default_rng(seed)``), the number of draws
+    where a is ahead (d_i > ``tie``) or behind (d_i < −``tie``), and the two-sided exact sign test p-value
+    over the untied draws (``scipy.stats.binomtest``; 1.0 when all are tied).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or a.size < 2:
+        raise ValueError(f"a and b must be 1-D sequences of the same length >= 2 (one value per draw); got "
+                         f"shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("a and b must be finite; got NaN or inf (drop or explain failed draws first)")
+    if n_boot < 100 or tie < 0:
+        raise ValueError(f"need n_boot >= 100 and tie >= 0; got n_boot={n_boot}, tie={tie}")
+    from scipy.stats import binomtest
+
+    d = a - b
+    boot = d[np.random.default_rng(seed).integers(0, d.size, size=(int(n_boot), d.size))].mean(1)
+    wins, losses = int((d > tie).sum()), int((d < -tie).sum())
+    p = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return PairedDifference(tuple(float(x) for x in d), float(d.mean()), float(d.std(ddof=1)),
+                            float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)), wins, losses,
+                            float(p))
+
+
 class ResultsTable:
     """A table of mean ± std over seeds that renders as HTML in a notebook and as Markdown in text.
 
@@ -232,4 +279,5 @@ def summarize(results: Mapping[str, Mapping[str, Sequence[float]]], *, fmt: str 
     return ResultsTable(rows, ["method", *metric_names, "n", *extra_cols], caption)
 
 
-__all__ = ["dice", "psnr", "batch_psnr", "roc_auc", "fpr_at_tpr", "mean_std", "summarize", "ResultsTable"]
+__all__ = ["dice", "psnr", "batch_psnr", "roc_auc", "fpr_at_tpr", "mean_std", "summarize", "ResultsTable",
+           "paired_difference", "PairedDifference"]

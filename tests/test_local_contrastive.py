@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from medtut.local_contrastive import (Config, UNetWithProjection, class_prototypes, evaluate_dice,
+from medtut.local_contrastive import (Config, continue_and_evaluate, UNetWithProjection, class_prototypes, evaluate_dice,
                                       largest_component, local_contrastive_loss, make_pairs, make_split,
                                       pseudo_label, train_baseline, train_semi_supervised)
 
@@ -140,7 +140,7 @@ def test_missing_classes_do_not_give_nan():
     (dict(y_a=-torch.ones(3, 6, 7, dtype=torch.long)), "y_a must hold non-negative class indices; got min -1"),
     (dict(y_b=torch.zeros(3, 1, 6, 7, dtype=torch.long)), r"y_b must be a \(B, H, W\).*got \(3, 1, 6, 7\)"),
     (dict(z_a=torch.full((3, 5, 6, 7), float("nan"))), "z_a and z_b must be finite; got NaN or inf"),
-    (dict(temperature=0.0), "temperature must be > 0; got 0.0"),
+    (dict(temperature=0.0), "temperature must be a finite number > 0; got 0.0"),
     (dict(n_anchors=0), "n_anchors must be a positive int or None"),
     (dict(variant="both"), "variant must be 'inter' or 'intra'; got 'both'"),
 ])
@@ -219,7 +219,7 @@ def test_training_runs_and_is_deterministic():
 def test_config_and_split_validation():
     with pytest.raises(ValueError, match="method must be one of .*got 'mean teacher'"):
         Config(method="mean teacher")
-    with pytest.raises(ValueError, match="need rounds >= 1 and num_steps >= rounds; got 3, 2"):
+    with pytest.raises(ValueError, match="num_steps must be >= rounds .*got num_steps=2, rounds=3"):
         Config(num_steps=2, rounds=3)
     x = torch.zeros(4, 2, 32, 32)
     with pytest.raises(ValueError, match="need n_labelled, n_val, n_test >= 1 and at least one unlabelled subject"):
@@ -227,3 +227,23 @@ def test_config_and_split_validation():
     split = make_split(torch.zeros(10, 2, 32, 32), torch.zeros(10, 2, 32, 32, dtype=torch.long), 2, 2, 2, draw=3)
     other = make_split(torch.zeros(10, 2, 32, 32), torch.zeros(10, 2, 32, 32, dtype=torch.long), 2, 2, 2, draw=4)
     assert len(split.unlabelled_images) == 4 and split.labelled_ids != other.labelled_ids
+
+
+def test_selection_rules_oracle_labels_and_slices_seen():
+    split = _tiny_split()
+    torch.manual_seed(0)
+    net = UNetWithProjection(features=(8, 16, 32))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = dict(num_steps=4, batch_labelled=4, batch_unlabelled=4, n_same=1, eval_every=2)
+    # "last" keeps the final weights: they differ from the start even when validation got worse
+    _, last = continue_and_evaluate(net, start, split, Config("local contrastive", select="last", **cfg),
+                                    progress=False, monitor_test=True)
+    assert any(not torch.equal(last.state[k], start[k]) for k in start if start[k].is_floating_point())
+    assert len(last.history["test_dice"]) == len(last.history["val_dice"]) == 2
+    assert last.slices_seen == 4 * (4 + 4)
+    _, lo = continue_and_evaluate(net, start, split, Config("labelled-only", **cfg), progress=False)
+    assert lo.slices_seen == 4 * 4 and "test_dice" not in lo.history.keys()
+    # oracle pseudo-labels are the hidden labels themselves
+    _, oracle = continue_and_evaluate(net, start, split, Config("local contrastive", oracle_pseudo_labels=True, **cfg),
+                                      progress=False)
+    assert all(torch.equal(p, t.long()) for p, t in zip(oracle.pseudo_labels, split.unlabelled_labels))

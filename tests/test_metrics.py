@@ -98,3 +98,24 @@ def test_bad_metric_arguments_are_clear_errors():
     y, s = np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8])
     with pytest.raises(ValueError, match="tpr must lie in"):
         metrics.fpr_at_tpr(y, s, float("nan"))
+
+
+def test_paired_difference_statistics_and_bad_input():
+    from medtut.metrics import paired_difference
+
+    a, b = [0.70, 0.80, 0.75, 0.90, 0.60], [0.65, 0.70, 0.76, 0.80, 0.55]
+    res = paired_difference(a, b, n_boot=2000, seed=1)
+    d = np.subtract(a, b)
+    assert np.isclose(res.mean, d.mean()) and np.isclose(res.std, d.std(ddof=1))
+    assert res.ci_low < res.mean < res.ci_high and (res.wins, res.losses) == (4, 1)
+    assert np.isclose(res.sign_test_p, 0.375)                        # 2 * P(X >= 4), X ~ Bin(5, 1/2)
+    assert paired_difference(a, b, n_boot=2000, seed=1) == res        # the bootstrap is seeded
+    assert paired_difference([1.0] * 10, [0.0] * 10).sign_test_p < 0.002
+    assert paired_difference([0.5, 0.5], [0.5, 0.5]).sign_test_p == 1.0   # all tied
+    assert "a ahead in 4/5" in str(res)
+    with pytest.raises(ValueError, match="same length >= 2"):
+        paired_difference([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="must be finite"):
+        paired_difference([0.1, float("nan")], [0.1, 0.2])
+    with pytest.raises(ValueError, match="n_boot >= 100"):
+        paired_difference(a, b, n_boot=5)
