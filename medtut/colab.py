@@ -5,7 +5,8 @@
 
 Notebooks never branch on Colab themselves: the install cell runs only where ``google.colab`` is
 imported, and this helper says what the reader needs to know there (is a GPU attached, and how to attach
-one; which medtut, torch and CUDA versions run; where data go).
+one; which medtut, torch and CUDA versions run; where data go), and it turns on Colab's custom widget
+manager so that the click-driven widgets work.
 """
 from __future__ import annotations
 
@@ -66,6 +67,12 @@ def setup(drive: bool = False, data_folder: str = DRIVE_DATA, verbose: bool = Tr
         gdrive.mount(DRIVE_MOUNT)
         os.makedirs(data_folder, exist_ok=True)
         os.environ["MEDTUT_DATA"] = data_folder
+    if colab:
+        # third-party widgets (ipyevents clicks in chapters 2 and 3) render on Colab only through its
+        # custom widget manager; ipywidgets' own sliders work either way
+        from google.colab import output
+
+        output.enable_custom_widget_manager()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     report = ColabReport(on_colab=colab, gpu=gpu, medtut=medtut.__version__, torch=torch.__version__,
                          cuda=torch.version.cuda, data_root=str(data_root(create=False)))

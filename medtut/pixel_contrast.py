@@ -80,16 +80,45 @@ def _check_label_map(y, name: str, batch: int, ignore_index: int) -> None:
                          f"{int(y[bad][0])}")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_int(name: str, value, low: int) -> None:
+    if not _is_int(value) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+
+
+def _check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, UNetWithProjection):
+        raise ValueError(f"model must be a UNetWithProjection (from make_model or train); got {type(model).__name__}")
+
+
+def _check_images(images, name: str = "images") -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 3 or not images.is_floating_point():
+        raise ValueError(f"{name} must be a float (N, H, W) tensor; got {_describe(images)}")
+    if len(images) == 0:
+        raise ValueError(f"{name} must hold at least one image; got shape {tuple(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name} must be finite; got NaN or inf")
+
+
 def _check_temperatures(temperature, base_temperature) -> None:
     for name, t in (("temperature", temperature), ("base_temperature", base_temperature)):
-        if not isinstance(t, (int, float, np.floating)) or not np.isfinite(t) or not t > 0:
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not np.isfinite(t) \
+                or not t > 0:
             raise ValueError(f"{name} must be a positive number; got {t!r}")
 
 
 def _check_sampler_args(max_samples, max_views, anchor_sampling) -> None:
-    if max_samples is not None and (not isinstance(max_samples, (int, np.integer)) or max_samples < 1):
+    if max_samples is not None and (not _is_int(max_samples) or max_samples < 1):
         raise ValueError(f"max_samples must be a positive int, or None for every pixel; got {max_samples!r}")
-    if not isinstance(max_views, (int, np.integer)) or max_views < 0:
+    if not _is_int(max_views) or max_views < 0:
         raise ValueError(f"max_views must be an int >= 0; got {max_views!r}")
     if anchor_sampling not in ANCHOR_SAMPLING:
         raise ValueError(f"anchor_sampling must be one of {ANCHOR_SAMPLING}; got {anchor_sampling!r}")
@@ -97,11 +126,20 @@ def _check_sampler_args(max_samples, max_views, anchor_sampling) -> None:
 
 def l2_normalize(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """x / ||x||₂ along ``dim`` (a zero vector stays zero)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim == 0:
+        raise ValueError(f"x must be a float tensor with at least one dimension; got {_describe(x)}")
+    if not _is_int(dim) or not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"dim must be an int in [{-x.ndim}, {x.ndim - 1}] for a {x.ndim}-d tensor; got {dim!r}")
     return x * torch.rsqrt((x * x).sum(dim, keepdim=True).clamp(min=1e-24))
 
 
 def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour resize of integer label maps (B, H, W) → (B, *size), as the official code."""
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.is_floating_point() \
+            or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer (B, H, W) label map; got {_describe(labels)}")
+    if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2 or not all(_is_int(v) and v >= 1 for v in size):
+        raise ValueError(f"size must be (h, w), two positive ints; got {size!r}")
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
     return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].to(labels.dtype)
@@ -112,6 +150,11 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
+def _check_features(features) -> None:
+    if not isinstance(features, (tuple, list)) or len(features) < 2 or not all(_is_int(f) and f >= 1 for f in features):
+        raise ValueError(f"features must be a tuple of >= 2 positive ints (channels per U-Net level); got {features!r}")
+
+
 def make_model(num_classes: int, embed_dim: int = 32, features=(16, 32, 64, 128), in_channels: int = 1,
                seed: int = 0, device=None) -> UNetWithProjection:
     """Chapter 1's U-Net with a ``embed_dim``-d projection head on the classifier's features F.
@@ -119,10 +162,13 @@ def make_model(num_classes: int, embed_dim: int = 32, features=(16, 32, 64, 128)
     ``model(x)`` → logits (B, num_classes, H, W); ``model(x, embed=True)`` → (logits, embeddings
     (B, embed_dim, H, W), not yet normalised). Initialised from ``seed`` without touching the global RNG.
     """
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+    if not _is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
-    if not isinstance(embed_dim, (int, np.integer)) or embed_dim < 1:
+    if not _is_int(embed_dim) or embed_dim < 1:
         raise ValueError(f"embed_dim must be a positive int; got {embed_dim!r}")
+    _check_features(features)
+    _check_int("in_channels", in_channels, 1)
+    _check_int("seed", seed, 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = UNetWithProjection(num_classes=num_classes, in_channels=in_channels, features=tuple(features),
@@ -178,8 +224,11 @@ def sample_anchors(labels: torch.Tensor, predictions: torch.Tensor | None, max_s
     """
     if not isinstance(labels, torch.Tensor) or labels.ndim != 3:
         raise ValueError(f"labels must be an integer (B, h, w) label map; got {_describe(labels)}")
+    if not _is_int(ignore_index):
+        raise ValueError(f"ignore_index must be an int; got {ignore_index!r}")
     _check_label_map(labels, "labels", labels.shape[0], ignore_index)
     _check_sampler_args(max_samples, max_views, anchor_sampling)
+    _check_generator(generator)
     device = labels.device
     flat = labels.reshape(-1)
     if max_samples is None:
@@ -244,6 +293,21 @@ def contrast_terms(z_anchor: torch.Tensor, y_anchor: torch.Tensor, z_contrast: t
     computed as −softplus(logsumexp_{k∈N_i} s_ik − s_ij), which is exact and never NaN.
     Returns (L (M,), has_positive (M,) bool); L_i = 0 where P_i is empty.
     """
+    for name, z in (("z_anchor", z_anchor), ("z_contrast", z_contrast)):
+        if not isinstance(z, torch.Tensor) or z.ndim != 2 or not z.is_floating_point():
+            raise ValueError(f"{name} must be a float (rows, D) tensor; got {_describe(z)}")
+    if z_anchor.shape[1] != z_contrast.shape[1]:
+        raise ValueError(f"z_anchor and z_contrast must have the same D; got {z_anchor.shape[1]} and {z_contrast.shape[1]}")
+    for name, y, z in (("y_anchor", y_anchor, z_anchor), ("y_contrast", y_contrast, z_contrast)):
+        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool \
+                or tuple(y.shape) != (z.shape[0],):
+            raise ValueError(f"{name} must be an integer ({z.shape[0]},) tensor, one class per row; got {_describe(y)}")
+    _check_temperatures(temperature, base_temperature)
+    if not isinstance(exclude_self, bool):
+        raise ValueError(f"exclude_self must be a bool; got {exclude_self!r}")
+    if exclude_self and z_anchor.shape[0] != z_contrast.shape[0]:
+        raise ValueError(f"exclude_self=True needs the contrast set to be the anchor set (M = N); got M = "
+                         f"{z_anchor.shape[0]}, N = {z_contrast.shape[0]}")
     logits = z_anchor @ z_contrast.T / temperature                                # (M, N)
     same = y_anchor[:, None] == y_contrast[None, :]
     positive = same.clone()
@@ -270,6 +334,9 @@ def _prepare(embeddings, labels, predictions, temperature, base_temperature, max
              ignore_index, anchor_sampling, generator) -> tuple[torch.Tensor, Anchors]:
     _check_embeddings(embeddings)
     b, _, h, w = embeddings.shape
+    if not _is_int(ignore_index):
+        raise ValueError(f"ignore_index must be an int; got {ignore_index!r}")
+    _check_generator(generator)
     _check_label_map(labels, "labels", b, ignore_index)
     _check_temperatures(temperature, base_temperature)
     _check_sampler_args(max_samples, max_views, anchor_sampling)
@@ -332,8 +399,7 @@ class PixelSegmentMemory:
                  pixels_per_image: int = 10, device=None):
         for name, v, low in (("num_classes", num_classes, 2), ("dim", dim, 1), ("pixel_size", pixel_size, 0),
                              ("segment_size", segment_size, 0), ("pixels_per_image", pixels_per_image, 1)):
-            if not isinstance(v, (int, np.integer)) or v < low:
-                raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
+            _check_int(name, v, low)
         if pixel_size + segment_size < 1:
             raise ValueError(f"pixel_size + segment_size must be >= 1; got {pixel_size} + {segment_size}")
         device = resolve_device(device)
@@ -367,7 +433,10 @@ class PixelSegmentMemory:
         b, d, h, w = embeddings.shape
         if d != self.dim:
             raise ValueError(f"embeddings must have dim = {self.dim} channels; got {d}")
+        if not _is_int(ignore_index):
+            raise ValueError(f"ignore_index must be an int; got {ignore_index!r}")
         _check_label_map(labels, "labels", b, ignore_index)
+        _check_generator(generator)
         if generator is None:
             generator = torch.Generator().manual_seed(0)
         z = l2_normalize(embeddings.detach(), 1)
@@ -471,10 +540,23 @@ class Config:
             raise ValueError(f"anchor_sampling must be one of {ANCHOR_SAMPLING}; got {self.anchor_sampling!r}")
         if not 0 <= self.warmup_frac < 1:
             raise ValueError(f"warmup_frac must lie in [0, 1); got {self.warmup_frac!r}")
-        for name in ("num_steps", "batch_size", "max_samples", "embed_dim"):
+        if isinstance(self.warmup_frac, bool) or not isinstance(self.warmup_frac, (int, float, np.floating)):
+            raise ValueError(f"warmup_frac must be a number in [0, 1); got {self.warmup_frac!r}")
+        for name in ("num_steps", "batch_size", "max_samples", "embed_dim", "pixels_per_image"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive int; got {v!r}")
+        for name in ("max_views", "pixel_queue", "segment_queue", "seed"):
+            _check_int(name, getattr(self, name), 0)
+        if self.arm == "memory" and self.pixel_queue + self.segment_queue < 1:
+            raise ValueError(f"arm 'memory' needs pixel_queue + segment_queue >= 1; got {self.pixel_queue} + "
+                             f"{self.segment_queue}")
+        for name, low in (("lr", 0.0), ("lam", None)):
+            v = getattr(self, name)
+            ok = not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v)
+            if not ok or (v <= 0 if low is not None else v < 0):
+                raise ValueError(f"{name} must be a finite number {'> 0' if low is not None else '>= 0'}; got {v!r}")
+        _check_features(self.features)
         _check_temperatures(self.temperature, self.base_temperature)
 
     @property
@@ -521,6 +603,10 @@ def train(images: torch.Tensor, labels: torch.Tensor, cfg: Config, num_classes: 
     """
     if not isinstance(cfg, Config):
         raise ValueError(f"cfg must be a pixel_contrast.Config; got {type(cfg).__name__}")
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
+    if desc is not None and not isinstance(desc, str):
+        raise ValueError(f"desc must be a str or None; got {type(desc).__name__}")
     images, labels = _check_dataset(images, labels, num_classes)
     device = resolve_device(device)
     model = make_model(num_classes, cfg.embed_dim, cfg.features, seed=cfg.seed, device=device)
@@ -568,8 +654,10 @@ def train(images: torch.Tensor, labels: torch.Tensor, cfg: Config, num_classes: 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 25) -> torch.Tensor:
     """Argmax labels (N, H, W) int64 of images (N, H, W), in eval mode (the projection head is unused)."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 3 or not images.is_floating_point():
-        raise ValueError(f"images must be a float (N, H, W) tensor; got {_describe(images)}")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    _check_images(images)
+    _check_int("batch_size", batch_size, 1)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -585,12 +673,19 @@ def segmentation_scores(pred: torch.Tensor, target: torch.Tensor, num_classes: i
     via :func:`medtut.metrics.dice`)."""
     from .metrics import dice
 
-    pred, target = torch.as_tensor(pred).long(), torch.as_tensor(target).long()
-    if pred.shape != target.shape or pred.ndim != 3:
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
+    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+    for name, t in (("pred", pred), ("target", target)):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"{name} must be an integer (N, H, W) label map; got {_describe(t)}")
+    pred, target = pred.long(), target.long()
+    if pred.shape != target.shape or pred.ndim != 3 or pred.numel() == 0:
         raise ValueError(f"pred and target must be (N, H, W) label maps of the same shape; got "
                          f"{tuple(pred.shape)} and {tuple(target.shape)}")
     if int(pred.min()) < 0 or int(target.min()) < 0 or max(int(pred.max()), int(target.max())) >= num_classes:
-        raise ValueError(f"pred and target must lie in [0, {num_classes - 1}]")
+        raise ValueError(f"pred and target must lie in [0, {num_classes - 1}]; got [{min(int(pred.min()), int(target.min()))}, "
+                         f"{max(int(pred.max()), int(target.max()))}]")
     conf = torch.bincount(target.flatten() * num_classes + pred.flatten(),
                           minlength=num_classes ** 2).reshape(num_classes, num_classes).double()
     tp = conf.diag()
@@ -602,6 +697,10 @@ def segmentation_scores(pred: torch.Tensor, target: torch.Tensor, num_classes: i
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
     """:func:`segmentation_scores` of the model's predictions on a test set."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
     images, labels = _check_dataset(images, labels, num_classes)
     return segmentation_scores(predict(model, images), labels, num_classes)
 
@@ -612,10 +711,11 @@ def pixel_embeddings(model: UNetWithProjection, images: torch.Tensor, space: str
     """Per-pixel ℓ2-normalised vectors (N, D, H, W) in eval mode: ``space="features"`` is the decoder
     output F that the classifier reads (D = 16, comparable across all arms), ``"projection"`` the
     projection head's output (D = embed_dim; untrained in a CE-only model)."""
+    _check_model(model)
     if space not in ("features", "projection"):
         raise ValueError(f"space must be 'features' or 'projection'; got {space!r}")
-    if not isinstance(images, torch.Tensor) or images.ndim != 3 or not images.is_floating_point():
-        raise ValueError(f"images must be a float (N, H, W) tensor; got {_describe(images)}")
+    _check_images(images)
+    _check_int("batch_size", batch_size, 1)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -630,8 +730,12 @@ def pixel_embeddings(model: UNetWithProjection, images: torch.Tensor, space: str
 def sample_pixels(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
     """Flat indices into the N·H·W pixels of labels (N, H, W): ``per_class`` random pixels of each class
     present (fewer if a class has fewer), drawn from a generator seeded with ``seed``."""
-    if not isinstance(per_class, (int, np.integer)) or per_class < 1:
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.is_floating_point() \
+            or labels.is_complex() or labels.dtype == torch.bool or labels.numel() == 0:
+        raise ValueError(f"labels must be a non-empty integer (N, H, W) tensor; got {_describe(labels)}")
+    if not _is_int(per_class) or per_class < 1:
         raise ValueError(f"per_class must be a positive int; got {per_class!r}")
+    _check_int("seed", seed, 0)
     gen = torch.Generator().manual_seed(seed)
     flat = labels.reshape(-1)
     return torch.cat([_draw(torch.nonzero(flat == c).flatten(), per_class, gen)
@@ -640,6 +744,14 @@ def sample_pixels(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.
 
 def gather_pixels(z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(N, D, H, W) per-pixel vectors → (M, D) at flat pixel indices ``index``."""
+    if not isinstance(z, torch.Tensor) or z.ndim != 4:
+        raise ValueError(f"z must be a (N, D, H, W) tensor; got {_describe(z)}")
+    n_pixels = z.shape[0] * z.shape[2] * z.shape[3]
+    if not isinstance(index, torch.Tensor) or index.ndim != 1 or index.is_floating_point() or index.dtype == torch.bool:
+        raise ValueError(f"index must be a 1-d integer tensor of flat pixel indices; got {_describe(index)}")
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_pixels):
+        raise ValueError(f"index must lie in [0, {n_pixels - 1}] (N·H·W pixels); got "
+                         f"[{int(index.min())}, {int(index.max())}]")
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])[index]
 
 
@@ -658,6 +770,17 @@ def embedding_diagnostics(z: torch.Tensor, y: torch.Tensor, num_classes: int, z_
     for name, a, b in (("z", z, y), ("z_ref", z_ref, y_ref)):
         if not isinstance(a, torch.Tensor) or a.ndim != 2 or not isinstance(b, torch.Tensor) or b.shape != a.shape[:1]:
             raise ValueError(f"{name} must be (M, D) with one class per row; got {_describe(a)} and {_describe(b)}")
+        if not a.is_floating_point() or a.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty float (M, D) tensor; got {_describe(a)}")
+        if b.is_floating_point() or b.is_complex() or b.dtype == torch.bool:
+            raise ValueError(f"the classes of {name} must be integers; got {_describe(b)}")
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
+    if z.shape[1] != z_ref.shape[1]:
+        raise ValueError(f"z and z_ref must have the same D; got {z.shape[1]} and {z_ref.shape[1]}")
+    for name, b in (("y", y), ("y_ref", y_ref)):
+        if int(b.min()) < 0 or int(b.max()) >= num_classes:
+            raise ValueError(f"{name} must lie in [0, {num_classes - 1}]; got [{int(b.min())}, {int(b.max())}]")
     z, z_ref = z.double(), z_ref.double()
     onehot = F.one_hot(y.long(), num_classes).double()                 # (M, K)
     n = onehot.sum(0)
@@ -681,6 +804,11 @@ def diagnose(model: UNetWithProjection, train_images: torch.Tensor, train_labels
              space: str = "features", seed: int = 0) -> dict:
     """:func:`embedding_diagnostics` of ``per_class`` random held-out pixels per class (test set), with the
     prototypes taken from ``per_class`` random training pixels per class. Same seed, same pixels."""
+    _check_model(model)
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
+    if space not in ("features", "projection"):
+        raise ValueError(f"space must be 'features' or 'projection'; got {space!r}")
     train_images, train_labels = _check_dataset(train_images, train_labels, num_classes)
     test_images, test_labels = _check_dataset(test_images, test_labels, num_classes)
     idx_tr = sample_pixels(train_labels, per_class, seed)
@@ -695,10 +823,11 @@ def diagnose(model: UNetWithProjection, train_images: torch.Tensor, train_labels
 def similarity_map(model: UNetWithProjection, image: torch.Tensor, row: int, col: int,
                    space: str = "features") -> torch.Tensor:
     """Cosine similarity (H, W) of every pixel's vector with that of pixel (row, col), image (H, W)."""
-    if not isinstance(image, torch.Tensor) or image.ndim != 2:
-        raise ValueError(f"image must be a (H, W) tensor; got {_describe(image)}")
+    _check_model(model)
+    if not isinstance(image, torch.Tensor) or image.ndim != 2 or not image.is_floating_point():
+        raise ValueError(f"image must be a float (H, W) tensor; got {_describe(image)}")
     h, w = image.shape
-    if not (0 <= row < h and 0 <= col < w):
+    if not (_is_int(row) and _is_int(col) and 0 <= row < h and 0 <= col < w):
         raise ValueError(f"(row, col) must lie inside the {h}×{w} image; got ({row}, {col})")
     z = pixel_embeddings(model, image[None].float(), space)[0]        # (D, H, W)
     return torch.einsum("dhw,d->hw", z, z[:, row, col])

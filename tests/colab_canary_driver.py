@@ -22,6 +22,8 @@ def main(argv):
     repo, commit, *paths = argv
     colab = types.ModuleType("google.colab")
     colab.drive = types.SimpleNamespace(mount=lambda *a, **k: None)
+    widget_manager = []    # medtut.colab.setup() must turn on Colab's custom widget manager (ipyevents)
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: widget_manager.append(True))
     google = types.ModuleType("google")
     google.colab = colab
     sys.modules.update({"google": google, "google.colab": colab})
@@ -70,6 +72,9 @@ def main(argv):
                 print(f"--- {path}: {src(cell).splitlines()[0][:70]}", flush=True)
                 if not shell.run_cell(src(cell)).success:
                     return 1
+    if not widget_manager:
+        print("medtut.colab.setup() did not turn on Colab's custom widget manager: click widgets would not render")
+        return 1
     print("canary: ok")
     return 0
 

@@ -1,12 +1,10 @@
 """Tests of medtut.data.textures: the texture-defined tissues generator and the MSD slice loader (on
 NIfTI fixtures written here; nothing is downloaded)."""
-import json
-
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
+from medtut.data.msd import write_decathlon_fixture
 from medtut.data.textures import (DECATHLON_TASKS, NUM_CLASSES, load_decathlon_slices, make_texture_dataset,
                                   make_texture_image, texture_bank)
 
@@ -57,17 +55,10 @@ def test_generator_bad_arguments():
         make_texture_dataset(0)
 
 
-def _write_nifti(path, array, spacing=(1.0, 1.0, 1.0)):
-    nib.save(nib.Nifti1Image(array, np.diag([*spacing, 1.0])), str(path))
-
-
 def _write_task(root, task, n_cases, shape, channels=1, bad_label=False, seed=0):
     rng = np.random.default_rng(seed)
-    folder = root / task
-    (folder / "imagesTr").mkdir(parents=True)
-    (folder / "labelsTr").mkdir()
-    training = []
-    for i in range(n_cases):
+    images, labels = [], []
+    for _ in range(n_cases):
         label = np.zeros(shape, dtype=np.uint8)
         label[4:10, 4:10, 1:-1] = 1
         label[10:14, 6:12, 1:-1] = 2
@@ -76,16 +67,9 @@ def _write_task(root, task, n_cases, shape, channels=1, bad_label=False, seed=0)
         image = rng.normal(size=shape).astype(np.float32) + 3.0 * (label > 0)
         if channels > 1:
             image = np.stack([image] + [rng.normal(size=shape).astype(np.float32)] * (channels - 1), -1)
-        name = f"{task.split('_')[1].lower()}_{i:03d}.nii.gz"
-        _write_nifti(folder / "imagesTr" / name, image)
-        _write_nifti(folder / "labelsTr" / name, label)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    labels = {str(k): v for k, v in DECATHLON_TASKS[task].items()}
-    meta = {"name": task, "description": "fixture", "reference": "", "licence": "CC-BY-SA 4.0",
-            "tensorImageSize": "3D" if channels == 1 else "4D",
-            "modality": {str(c): f"MR{c}" for c in range(channels)}, "labels": labels,
-            "numTraining": n_cases, "numTest": 0, "training": training, "test": []}
-    (folder / "dataset.json").write_text(json.dumps(meta))
+        images.append(image)
+        labels.append(label)
+    write_decathlon_fixture(root, task, images, labels, DECATHLON_TASKS[task])
 
 
 def test_hippocampus_loader_parses_fixture(tmp_path):

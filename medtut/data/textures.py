@@ -18,13 +18,12 @@ Real data (Colab / GPU)
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from .cardiac import _to_stack
+from .msd import decathlon_cases, decathlon_dataset, volume_to_slices
 
 TEXTURE_LABELS = {0: "smooth noise", 1: "horizontal stripes", 2: "vertical stripes", 3: "checkerboard",
                   4: "fine diagonal stripes"}
@@ -38,6 +37,24 @@ DECATHLON_TASKS = {
 # ------------------------------------------------------------------------------------------------
 # texture-defined tissues
 # ------------------------------------------------------------------------------------------------
+def _check_rng(rng) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy Generator (np.random.default_rng(seed)); got {type(rng).__name__}")
+
+
+def _check_size(size, low: int = 16) -> None:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < low:
+        raise ValueError(f"size must be an int >= {low} pixels; got {size!r}")
+
+
+def _check_range(name: str, value) -> None:
+    ok = isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2
+    ok = ok and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                    and np.isfinite(v) for v in value)
+    if not ok or not 0 <= value[0] <= value[1]:
+        raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high, finite; got {value!r}")
+
+
 def _unit_field(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
     field = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma, mode="wrap")
     return (field - field.mean()) / (field.std() + 1e-8)
@@ -49,7 +66,10 @@ def texture_bank(rng: np.random.Generator, size: int = 64) -> np.ndarray:
     0 smooth noise (σ = 2 px), 1 horizontal stripes (period 8 px), 2 vertical stripes (period 8 px),
     3 checkerboard (4-px squares), 4 fine diagonal stripes (period ≈ 4 px). Lengths are for size 64 and
     stay fixed in pixels (a texture is a local pattern, not a fraction of the field of view).
+    rng: a numpy Generator; size: pixels per side (>= 16).
     """
+    _check_rng(rng)
+    _check_size(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     ph = rng.uniform(0, 2 * np.pi, size=4)
     smooth = np.clip(_unit_field(rng, size, 2.0) / 2.0, -1, 1)
@@ -74,13 +94,13 @@ def make_texture_image(rng: np.random.Generator, size: int = 64, blob_sigma: flo
     the same tissue at unrelated brightness. Returns image (size, size) float32 (z-scored) and label
     (size, size) int64 in [0, 5).
     """
-    if not isinstance(size, (int, np.integer)) or size < 16:
-        raise ValueError(f"size must be an int >= 16 pixels; got {size!r}")
-    if not blob_sigma > 0:
-        raise ValueError(f"blob_sigma must be > 0 pixels; got {blob_sigma!r}")
-    for name, rng_ in (("noise", noise), ("contrast", contrast)):
-        if len(rng_) != 2 or not 0 <= rng_[0] <= rng_[1]:
-            raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high; got {rng_!r}")
+    _check_rng(rng)
+    _check_size(size)
+    if isinstance(blob_sigma, bool) or not isinstance(blob_sigma, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(blob_sigma) or not blob_sigma > 0:
+        raise ValueError(f"blob_sigma must be > 0 pixels (finite); got {blob_sigma!r}")
+    _check_range("noise", noise)
+    _check_range("contrast", contrast)
     lo, hi = noise
     fields = np.stack([_unit_field(rng, size, blob_sigma) for _ in range(NUM_CLASSES)])
     label = fields.argmax(0).astype(np.int64)
@@ -103,8 +123,13 @@ def make_texture_dataset(n_images: int, size: int = 64, seed: int = 0, blob_sigm
 
     Same seed, same data. Use different seeds for the training and the test set.
     """
-    if not isinstance(n_images, (int, np.integer)) or n_images < 1:
+    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
         raise ValueError(f"n_images must be an int >= 1; got {n_images!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
+    _check_size(size)
+    _check_range("noise", noise)
+    _check_range("contrast", contrast)
     rng = np.random.default_rng(seed)
     pairs = [make_texture_image(rng, size, blob_sigma, noise, contrast) for _ in range(n_images)]
     return (torch.from_numpy(np.stack([p[0] for p in pairs])),
@@ -131,36 +156,19 @@ def load_decathlon_slices(root_dir: str | os.PathLike, task: str = "Task04_Hippo
     clipping the volume to its 1st-99th percentiles), labels (N, size, size) int64 in [0, 3), and one
     name per slice (``<case file>:<slice index>``). Slices are axial (the last axis after RAS orientation).
     """
-    from monai.apps import DecathlonDataset
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
-
     if task not in DECATHLON_TASKS:
         raise ValueError(f"task must be one of {sorted(DECATHLON_TASKS)}; got {task!r}")
     if section not in {"training", "validation"}:
         raise ValueError(f"section must be 'training' or 'validation' (the test set has no labels); "
                          f"got {section!r}")
-    if not isinstance(size, (int, np.integer)) or size < 8:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
         raise ValueError(f"size must be an int >= 8 pixels; got {size!r}")
-    if not isinstance(min_foreground, (int, np.integer)) or min_foreground < 0:
+    if isinstance(min_foreground, bool) or not isinstance(min_foreground, (int, np.integer)) or min_foreground < 0:
         raise ValueError(f"min_foreground must be an int >= 0 pixels; got {min_foreground!r}")
-    root_dir = Path(root_dir)
-    root_dir.mkdir(parents=True, exist_ok=True)
-    transform = Compose([LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"]),
-                         Orientationd(["image", "label"], axcodes="RAS",
-                                      labels=(("L", "R"), ("P", "A"), ("I", "S")))])
-    ds = DecathlonDataset(root_dir, task=task, section=section, transform=transform, download=download,
-                          val_frac=val_frac, seed=seed, cache_rate=0.0, progress=False)
-    n_classes = len(DECATHLON_TASKS[task])
+    ds = decathlon_dataset(root_dir, task, section, download=download, val_frac=val_frac, seed=seed)
     images, labels, names = [], [], []
-    for i in range(len(ds)):
-        item = ds[i]
-        image = np.asarray(item["image"])[0]
-        label = np.rint(np.asarray(item["label"])[0]).astype(np.int64)
-        name = Path(str(item["image"].meta.get("filename_or_obj", f"case{i}"))).name
-        if label.min() < 0 or label.max() >= n_classes:
-            raise ValueError(f"{name}: {task} labels must lie in [0, {n_classes - 1}]; "
-                             f"got [{label.min()}, {label.max()}]")
-        stack = _to_stack(image, label, size)
+    for name, image, label in decathlon_cases(ds, len(DECATHLON_TASKS[task]), channel=0, task=task):
+        stack = volume_to_slices(image, label, size)
         for z in range(stack["label"].shape[0]):
             if int((stack["label"][z] > 0).sum()) >= min_foreground:
                 images.append(stack["image"][z])
