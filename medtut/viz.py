@@ -2,6 +2,24 @@
 
 One colour per method across the whole book: :func:`method_color` maps a method's name to a fixed
 colour, so "baseline" is the same grey in chapter 1 and chapter 7. Never calls ``matplotlib.use``.
+
+**Colour choices (colour-vision deficiency).** About one man in twelve sees red and green alike,
+so no figure of the book may tell two things apart by a red/green difference alone:
+
+* methods: the Okabe-Ito palette (:data:`METHOD_COLORS`, ``#0072B2`` blue for a chapter's method, greys
+  for baselines, orange, bluish green, vermillion and reddish purple for the others), which stays
+  distinguishable under protanopia, deuteranopia and tritanopia; line styles, markers or hatching add a
+  second cue where two hues of one family appear together (chapter 7's light/dark pairs);
+* continuous values: perceptually uniform, colour-blind-safe maps, :data:`SEQUENTIAL_CMAP` (viridis) for
+  magnitudes such as a standard deviation, :data:`ERROR_CMAP` (magma) for absolute errors and spectra,
+  :data:`DIVERGING_CMAP` (blue-red ``RdBu_r``, symmetric limits) for signed differences, grey levels for
+  images; never ``jet``/``hsv``/``rainbow``. :data:`CVD_SAFE_CMAPS` lists the maps figures may use
+  (``tests/test_accessibility.py`` checks every notebook against it);
+* label overlays: :data:`LABEL_COLORS`, Okabe-Ito again, on a grey image;
+* a one-value mask (the "wrong pixels" of :func:`show_segmentations`) has a single colour and no scale,
+  so its map carries no comparison; it is drawn opaque enough (``alpha=0.8``) to read by lightness too.
+
+Every figure in the book also has alt text (cell metadata ``mystnb.image.alt``) saying what it shows.
 """
 from __future__ import annotations
 
@@ -45,6 +63,16 @@ METHOD_COLORS: dict[str, str] = {
     "ground truth": "#000000",
 }
 _FALLBACK = ["#56B4E9", "#D55E00", "#CC79A7", "#F0E442", "#009E73", "#E69F00", "#0072B2"]
+
+# Colour maps (see the module docstring): perceptually uniform and colour-blind safe.
+SEQUENTIAL_CMAP = "viridis"     # magnitudes: standard deviations, ranks, similarities
+ERROR_CMAP = "magma"            # absolute errors, power spectra
+DIVERGING_CMAP = "RdBu_r"       # signed differences, with limits symmetric about 0
+_SAFE_BASE = ("viridis", "cividis", "magma", "inferno", "plasma", "gray", "Greys", "binary", "bone",
+              "Blues", "Oranges", "Purples", "RdBu", "PuOr", "BrBG", "coolwarm")
+#: Every colour map a figure of the book may use (each also reversed, ``_r``). ``autumn`` only for a
+#: one-value mask, which shows a single colour and no scale (see the module docstring).
+CVD_SAFE_CMAPS: frozenset[str] = frozenset(_SAFE_BASE + tuple(f"{c}_r" for c in _SAFE_BASE) + ("autumn",))
 
 # Label colours for segmentation overlays (class 0 = background is transparent).
 LABEL_COLORS = ["#00000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
@@ -143,7 +171,7 @@ def show_reconstructions(images: Mapping[str, object], reference=None, cmap: str
         err = np.abs(to_numpy_image(last) - ref)
         if err.ndim == 3:
             err = err.mean(-1)
-        im = axes[-1].imshow(err, cmap="magma", vmin=0, vmax=error_scale or float(err.max()) or 1.0)
+        im = axes[-1].imshow(err, cmap=ERROR_CMAP, vmin=0, vmax=error_scale or float(err.max()) or 1.0)
         axes[-1].set_title(f"|error| ({last_title})")
         axes[-1].axis("off")
         fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04)
@@ -194,5 +222,6 @@ def bar_with_errors(ax, results: Mapping[str, Sequence[float]], ylabel: str, tit
     return ax
 
 
-__all__ = ["METHOD_COLORS", "method_color", "overlay", "show_segmentations", "show_reconstructions",
+__all__ = ["METHOD_COLORS", "LABEL_COLORS", "SEQUENTIAL_CMAP", "ERROR_CMAP", "DIVERGING_CMAP", "CVD_SAFE_CMAPS",
+           "method_color", "overlay", "show_segmentations", "show_reconstructions",
            "plot_history", "bar_with_errors", "to_numpy_image", "label_cmap"]
