@@ -13,9 +13,15 @@ metrics and checkpoints.
 A chapter's trainer wraps :func:`fit` and returns ``(model, result)``, where ``result`` is a
 :class:`TrainResult` (or a chapter's subclass of it adding its own fields): the one shape every chapter
 shares.
+
+Launched by ``torchrun``, the same :func:`fit` trains data-parallel (:mod:`medtut.distributed`): the models
+given as ``models=`` are wrapped in ``DistributedDataParallel``, the data are sharded, metrics are averaged
+over the processes and only rank 0 prints and writes checkpoints. A plain launch runs the loop below and
+nothing else.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -27,6 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from medtut import distributed
 
 StepOutput = torch.Tensor | Mapping[str, Any]
 
@@ -155,7 +163,11 @@ def _steps_per_epoch(data: Iterable | None) -> int | None:
 def _restore(path: Path, modules: dict, optimizer, scheduler, history: History) -> tuple[int, dict, dict]:
     """Load a checkpoint written by :func:`fit`: weights, optimiser, scheduler and history in place;
     returns (step reached, random state at the start of that epoch, random state at the step)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    return _apply(torch.load(path, map_location="cpu", weights_only=False), modules, optimizer, scheduler,
+                  history)
+
+
+def _apply(state: dict, modules: dict, optimizer, scheduler, history: History) -> tuple[int, dict, dict]:
     for name, module in modules.items():
         module.load_state_dict(state["models"][name])
     if optimizer is not None and state.get("optimizer") is not None:
@@ -192,8 +204,10 @@ class _BatchStream:
     exactly the batches the uninterrupted run would have drawn.
     """
 
-    def __init__(self, data: Iterable | None, start_step: int, epoch_rng: dict):
+    def __init__(self, data: Iterable | None, start_step: int, epoch_rng: dict,
+                 on_epoch: Callable[[int], None] | None = None):
         self.data, self.start_step, self.epoch_rng = data, start_step, epoch_rng
+        self.on_epoch = on_epoch        # distributed: re-seed the DistributedSampler with the epoch number
 
     def __iter__(self) -> Iterator:
         if self.data is None:
@@ -203,7 +217,11 @@ class _BatchStream:
         skip = self.start_step % per_epoch if (per_epoch and self.start_step) else 0
         # At an epoch boundary nothing needs replaying: the next epoch starts from the restored state.
         resumed = skip > 0
+        epoch = self.start_step // per_epoch if per_epoch else 0
         while True:
+            if self.on_epoch is not None:
+                self.on_epoch(epoch)
+            epoch += 1
             if resumed:
                 current = _rng_state()
                 _set_rng_state(self.epoch_rng)
@@ -223,8 +241,11 @@ class _BatchStream:
                 raise ValueError("data yielded no batches: nothing to train on")
 
 
-def _optimizer_step(optimizer, scheduler, loss: torch.Tensor, grad_clip: float | None) -> None:
+def _optimizer_step(optimizer, scheduler, loss: torch.Tensor, grad_clip: float | None,
+                    dp: distributed.DataParallel | None = None) -> None:
     loss.backward()
+    if dp is not None:        # DDP averaged the models' gradients during backward; average the rest
+        dp.average_loose_gradients()
     if grad_clip is not None:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -260,6 +281,7 @@ def fit(
     progress: bool = True,
     history: History | None = None,
     tags: Mapping[str, float] | None = None,
+    eval_on: str = "all",
 ) -> History:
     """Run ``step_fn`` for ``num_steps`` steps (or ``num_epochs`` passes over ``data``).
 
@@ -294,6 +316,19 @@ def fit(
         ``wall_time_s`` grows by this call's time (a multi-round schedule calls :func:`fit` once per round
         on one history). ``tags`` are constant values added to every record of this call
         (e.g. ``{"round": 2}``).
+    eval_on:
+        Under ``torchrun`` only: ``"all"`` (default) runs ``eval_fn`` on every process, which keeps the state
+        an evaluation may carry (a best-weights tracker, a schedule driven by the validation score) the same
+        on every rank and costs no wall time, since the others would wait for rank 0 anyway; ``"main"`` runs
+        it on rank 0 alone and sends its record to the others (for a stateless, costly evaluation).
+
+    Under ``torchrun`` (see :mod:`medtut.distributed`): the process group is joined (once per process, or
+    by an enclosing :func:`medtut.distributed.session`), ``models`` are wrapped in
+    ``DistributedDataParallel`` and must be what ``step_fn`` calls, ``data`` is sharded (each process keeps
+    the batch size, so a step sees ``world_size`` batches and an epoch has ``1/world_size`` of the steps),
+    the logged metrics are means over the processes, only rank 0 shows progress, prints and writes
+    ``checkpoint`` (which any world size, or a plain launch, can resume), and all ranks return the same
+    history.
 
     Returns
     -------
@@ -325,24 +360,42 @@ def fit(
         raise ValueError(f"grad_clip must be a positive number or None; got {grad_clip!r}")
     if eval_fn is not None and not callable(eval_fn):
         raise ValueError(f"eval_fn must be a function returning a dict of metrics; got {type(eval_fn).__name__}")
+    if eval_on not in ("all", "main"):
+        raise ValueError(f"eval_on must be 'all' or 'main'; got {eval_on!r}")
 
     modules = _modules_of(models)
+    launch = distributed.join()           # None in a plain launch, which skips every `dp` line below
+    dp, main, on_epoch = None, True, None
+    if launch is not None:
+        dp, main = distributed.DataParallel(launch, modules, optimizer), launch.is_main
+        data = _shard(data, dp)
+        if num_epochs is not None:
+            num_steps = num_epochs * len(data)
+        on_epoch = lambda epoch: distributed.set_epoch(data, epoch)  # noqa: E731
     history = history if history is not None else History()
     offset = history.last_step            # continuing a history: number the new records after it
     wall_before = history.wall_time_s
     tags = {k: _to_float(v) for k, v in (tags or {}).items()}
     start_step, epoch_rng, resume_rng = 0, _rng_state(), None
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
+    if dp is not None and path is not None:
+        # rank 0 reads the checkpoint (the others may not see its disk) and sends it to every rank
+        state = dp.broadcast_object(torch.load(path, map_location="cpu", weights_only=False)
+                                    if main and path.exists() else None)
+        if state is not None:
+            start_step, epoch_rng, resume_rng = _apply(state, modules, optimizer, scheduler, history)
+            wall_before = history.wall_time_s
+    elif path is not None and path.exists():
         start_step, epoch_rng, resume_rng = _restore(path, modules, optimizer, scheduler, history)
         wall_before = history.wall_time_s
-    stream = _BatchStream(data, start_step, epoch_rng)
+    stream = _BatchStream(data, start_step, epoch_rng, on_epoch)
     batches = iter(stream)
     if resume_rng is not None:
         _set_rng_state(resume_rng)
 
     for m in modules.values():
         m.train()
+    progress = progress and main
     bar = tqdm(total=num_steps, initial=start_step, desc=desc, disable=not progress,
                leave=True, dynamic_ncols=True)
     t0 = time.perf_counter()
@@ -350,20 +403,33 @@ def fit(
         batch = next(batches)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
-        loss, metrics = _split_step_output(step_fn(batch), needs_loss=optimizer is not None)
+        with dp.routing() if dp is not None else contextlib.nullcontext():
+            out = step_fn(batch)
+        loss, metrics = _split_step_output(out, needs_loss=optimizer is not None)
         if optimizer is not None:
-            _optimizer_step(optimizer, scheduler, loss, grad_clip)
+            _optimizer_step(optimizer, scheduler, loss, grad_clip, dp)
+        if dp is not None:
+            metrics = dp.average_metrics({k: _to_float(v) for k, v in metrics.items()})
         history.log(offset + step + 1, **metrics, **tags)
         done = step + 1
         if eval_fn is not None and ((eval_every and done % eval_every == 0) or done == num_steps):
-            history.records[-1].update(_evaluate(eval_fn, modules))
-        if path is not None and (done % checkpoint_every == 0 or done == num_steps):
+            if dp is None:
+                record = _evaluate(eval_fn, modules)
+            elif eval_on == "all":
+                record = dp.average_metrics(_evaluate(eval_fn, modules))
+            else:
+                record = dp.broadcast_object(_evaluate(eval_fn, modules) if main else None)
+            history.records[-1].update(record)
+        if path is not None and main and (done % checkpoint_every == 0 or done == num_steps):
             _save(path, done, modules, optimizer, scheduler, history, stream.epoch_rng, _rng_state(),
                   wall_before + time.perf_counter() - t0)
         bar.update(1)
         if "loss" in metrics and (done % 10 == 0 or done == num_steps):
             bar.set_postfix(loss=f"{_to_float(metrics['loss']):.4g}")
     bar.close()
+    if dp is not None:
+        dp.check_weights_agree()
+        dp.close()
     history.wall_time_s = wall_before + (time.perf_counter() - t0)
     for m in modules.values():
         m.eval()
@@ -371,6 +437,18 @@ def fit(
         final = f", final loss {history.last('loss'):.4g}" if "loss" in history.keys() else ""
         print(f"{desc}: {num_steps} steps{final}, {time.perf_counter() - t0:.1f} s", flush=True)
     return history
+
+
+def _shard(data: Iterable | None, dp: distributed.DataParallel) -> Iterable | None:
+    """This rank's part of ``data`` (a DataLoader shuffles with a seed drawn like its own, from rank 0)."""
+    seed = None
+    if isinstance(data, torch.utils.data.DataLoader):
+        draw = torch.empty((), dtype=torch.int64).random_(generator=data.generator)
+        seed = dp.broadcast_object(int(draw) % 2 ** 31)
+    sharded, ok = distributed.shard(data, dp.launch, seed or 0)
+    if not ok:
+        distributed.warn_unsharded(dp.launch, data)
+    return sharded
 
 
 @torch.no_grad()

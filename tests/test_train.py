@@ -129,3 +129,29 @@ def test_predict_batches_in_eval_mode_and_restores_the_mode():
     assert torch.allclose(out, net.eval()(x))
     with pytest.raises(ValueError, match="batch_size must be an int >= 1; got 0"):
         predict(net, x, batch_size=0)
+
+
+def test_a_plain_launch_never_touches_torch_distributed(monkeypatch):
+    """Without torchrun's variables fit runs its single-process loop: no process group, no collective."""
+    import torch.distributed as dist
+
+    from medtut import distributed
+
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")       # exported by some clusters for every job: not a launch
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a plain launch called torch.distributed")
+
+    for name in ("init_process_group", "all_reduce", "broadcast", "broadcast_object_list", "barrier"):
+        monkeypatch.setattr(dist, name, forbidden)
+    net, opt, loader, step, evaluate = _problem()
+    hist = fit(step, opt, data=loader, num_epochs=1, eval_fn=evaluate, eval_on="main", models=net, progress=False)
+    assert len(hist["loss"]) == len(loader) and not dist.is_initialized()
+
+
+def test_eval_on_is_checked():
+    w = torch.zeros(1, requires_grad=True)
+    with pytest.raises(ValueError, match="eval_on must be 'all' or 'main'; got 'rank0'"):
+        fit(lambda i: (w ** 2).sum(), torch.optim.SGD([w], lr=0.1), num_steps=1, eval_on="rank0", progress=False)
