@@ -27,6 +27,19 @@ COMMANDS = {
     "cell_profiling": ["--dataset", "synthetic", "--num-epochs", "1", "--set", "encoder=small_cnn",
                        "--set", "batch_size=64", "--set", "cnn_widths=(4, 4, 8, 8)", "--set", "proj_dim=8",
                        "--set", "augmentation=book"],
+    "pixel_contrast": ["--dataset", "textures", "--num-steps", "3", "--n-train", "4", "--n-test", "3", "--size", "32",
+                       "--set", "batch_size=2", "--set", "warmup_frac=0.34", "--set", "features=(8, 16)",
+                       "--set", "embed_dim=8", "--set", "max_samples=64", "--set", "max_views=10"],
+    "mem3d": ["--dataset", "tubes", "--num-steps", "2", "--in-steps", "2", "--pool-size", "8", "--n-train", "2",
+              "--n-test", "1", "--size", "32", "--depth", "12", "--rounds", "2", "--set", "features=(8, 8, 16)",
+              "--set", "seq_len=3"],
+    "gradient_flow": ["--dataset", "digits", "--num-steps", "4", "--n-test", "20", "--set", "checkpoints=2",
+                      "--set", "train_max_evals=5", "--set", "test_max_evals=5", "--set", "hidden=(16,)"],
+    "hsi_sr": ["--dataset", "scenes", "--num-steps", "2", "--n-train", "2", "--n-test", "1", "--size", "32",
+               "--set", "batch_size=2", "--set", "crop=16", "--set", "feats=4", "--set", "mixup=True"],
+    "mr_sampling": ["--dataset", "phantoms", "--num-steps", "3", "--n-train", "16", "--n-val", "4", "--n-test", "1",
+                    "--size", "16", "--set", "batch_size=4", "--set", "width=4", "--set", "n_down=2",
+                    "--set", "num_chains=2", "--set", "mala_steps=20", "--set", "burn_in=10", "--set", "thin=2"],
     "shape_recon": ["--dataset", "cups", "--num-epochs", "1", "--n-train", "32", "--n-test", "8", "--modes", "4",
                     "--set", "batch_size=16", "--set", "width=4"],
 }
@@ -56,6 +69,28 @@ def test_the_command_trains_and_writes_model_history_and_result(tmp_path, chapte
         assert 0.0 <= result["evaluation"]["nsc"] <= 1.0 and len(history["train"]) == 1984 // 64
     elif chapter == "shape_recon":
         assert result["evaluation"]["test_error_mm"] > 0 and len(history["train"]) == 2     # 32 samples / 16
+    elif chapter == "pixel_contrast":
+        ev = result["evaluation"]
+        assert 0.0 <= ev["test_mIoU"] <= 1.0 and len(ev["test_IoU_per_class"]) == 5 and ev["test_images"] == 3
+        assert list(history) == ["contrast"] and [r["weight"] for r in history["contrast"]] == [0.0, 1.0, 1.0]
+    elif chapter == "mem3d":
+        ev = result["evaluation"]
+        assert set(history) == {"f_in", "f_mem"} and len(history["f_in"]) == len(history["f_mem"]) == 2
+        assert len(ev["test_dice_per_round"]) == 2 and all(0.0 <= d <= 1.0 for d in ev["test_dice_per_round"])
+        assert ev["strategy"] == "quality" and len(ev["test_noi_0.9"]) == 1
+        assert any(k.startswith("f_in.") for k in state) and any(k.startswith("f_mem.") for k in state)
+    elif chapter == "gradient_flow":
+        ev = result["evaluation"]
+        assert ev["images_seen"] == [10, 20] and len(ev["curves"]["GFE"]) == 2 and ev["test_GFE"] > 0
+        assert len(history["GFE"]) == 4 and result["config"]["hidden"] == [16]
+    elif chapter == "hsi_sr":
+        ev = result["evaluation"]
+        assert ev["optimizer_steps"] == 4 and ev["images_seen"]["mixup"] == 4     # 2 iterations x (labelled + mixup)
+        assert ev["test_MPSNR (unseen materials)"] > 0 and "bicubic_SAM (in-distribution)" in ev
+    elif chapter == "mr_sampling":
+        ev = result["evaluation"]
+        assert ev["achieved_acceleration"] >= 1 and 0.0 <= ev["test_coverage_90"] <= 1.0
+        assert ev["test_rmse_percent_mean"] > 0 and len(history["vae"]) == 3
     else:
         assert 0.0 <= result["evaluation"]["test_dice_mean"] <= 1.0
         assert set(history) == {"baseline", "local contrastive"}
@@ -76,6 +111,18 @@ def test_list_names_every_chapter_and_data_set(capsys):
     (["local_contrastive", "train", "--out", "x", "--split", "1,2"], "--split must be three integers"),
     (["auc_alm", "train", "--out", "x", "--alm", "{delta: 1"], "--alm must be a Python literal"),
     (["auc_alm", "train", "--out", "x", "--set", "lr=-1"], "lr must be a positive number"),
+    (["pixel_contrast", "train", "--out", "x", "--set", "arm=triplet"], "arm must be one of"),
+    (["pixel_contrast", "train", "--out", "x", "--dataset", "hippocampus"], "--dataset hippocampus needs --data-dir"),
+    (["mem3d", "train", "--out", "x", "--user", "nobody"], "--user must be one of"),
+    (["mem3d", "train", "--out", "x", "--strategy", "best"], "--strategy must be one of"),
+    (["mem3d", "train", "--out", "x", "--dataset", "spleen"], "--dataset spleen needs --data-dir"),
+    (["gradient_flow", "train", "--out", "x", "--set", "method=VAE"], "method must be 'GFE' or 'AE'"),
+    (["gradient_flow", "train", "--out", "x", "--num-steps", "1000"], "num_steps x batch_size must lie in"),
+    (["gradient_flow", "train", "--out", "x", "--num-epochs", "1"], "counts num steps: use --num-steps"),
+    (["hsi_sr", "train", "--out", "x", "--set", "crop=30"], "crop must be a multiple of factor"),
+    (["mr_sampling", "train", "--out", "x", "--set", "acceleration=0.5"], "acceleration must be a number >= 1"),
+    (["mr_sampling", "train", "--out", "x", "--dataset", "brainweb", "--brainweb-subjects", "4"],
+     "needs at least two subjects"),
 ])
 def test_bad_options_fail_with_a_clear_message(argv, message):
     with pytest.raises(ValueError, match=message):
@@ -88,6 +135,20 @@ def test_an_unknown_chapter_or_data_set_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit):
         cli.main(["auc_alm", "train", "--out", "x", "--dataset", "imagenet"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chapter", ["pixel_contrast", "mem3d", "gradient_flow", "hsi_sr", "mr_sampling"])
+def test_an_unknown_data_set_of_a_new_chapter_is_an_argparse_error(chapter, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([chapter, "train", "--out", "x", "--dataset", "imagenet"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'imagenet'" in err and all(repr(d) in err for d in cli.CHAPTERS[chapter].datasets)
+
+
+def test_gradient_flow_under_torchrun_is_refused_with_a_reason(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(ValueError, match="gradient_flow under torchrun is not supported"):
+        cli.main(["gradient_flow", "train", "--out", "x", "--num-steps", "2"])
 
 
 def test_torchrun_runs_the_command_on_two_processes_and_rank_0_writes(tmp_path):
