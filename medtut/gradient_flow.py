@@ -25,6 +25,8 @@ Shapes: data ``x`` is ``(B, D)`` (images flattened), codes ``z`` are ``(B, d)``;
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -98,6 +100,12 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, loss: LossSpec = "
             raise ValueError(f"a callable loss must return one value per sample, shape ({x.shape[0]},); got "
                              f"{getattr(out, 'shape', type(out).__name__)}")
         return out
+    if loss in ("bce", "mse") and (not isinstance(x_hat, torch.Tensor) or not isinstance(x, torch.Tensor)
+                                   or x_hat.shape != x.shape):
+        got = (f"{tuple(x_hat.shape)} and {tuple(x.shape)}" if isinstance(x_hat, torch.Tensor) and
+               isinstance(x, torch.Tensor) else f"{type(x_hat).__name__} and {type(x).__name__}")
+        raise ValueError(f"x_hat and x must be tensors of the same shape (no broadcasting: one reconstruction per "
+                         f"sample); got {got}")
     if loss == "bce":
         # binary_cross_entropy clamps log() at -100, so x_hat = 0 or 1 stays finite.
         return F.binary_cross_entropy(x_hat, x, reduction="none").flatten(1).mean(1)
@@ -186,6 +194,19 @@ def loss_and_grad(decoder: nn.Module, x: torch.Tensor, z: torch.Tensor, loss: Lo
 # ---------------------------------------------------------------------------------------------------
 
 
+def _check_flow_args(alpha, tau=None, num_steps=None) -> None:
+    """alpha > 0 and tau > 0 (finite numbers), num_steps a positive int: a negative alpha or tau would run
+    the flow uphill, silently (and torchdiffeq needs strictly increasing times)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a finite number > 0 (a negative alpha runs the flow uphill); got {alpha!r}")
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not math.isfinite(tau)
+                            or tau <= 0):
+        raise ValueError(f"tau (the flow's end time) must be a finite number > 0; got {tau!r}")
+    if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral)
+                                  or num_steps < 1):
+        raise ValueError(f"num_steps must be a positive int; got {num_steps!r}")
+
+
 class GradientFlow(nn.Module):
     """First-order gradient flow ``dz/dt = f(t, z) = -alpha * grad_z l(x, D(z))``.
 
@@ -198,6 +219,7 @@ class GradientFlow(nn.Module):
     def __init__(self, decoder: nn.Module, x: torch.Tensor, loss: LossSpec = "bce", alpha: float = 1.0,
                  create_graph: bool = False):
         super().__init__()
+        _check_flow_args(alpha)
         self.decoder, self.x, self.loss, self.alpha, self.create_graph = decoder, x, loss, alpha, create_graph
         self.nfe = 0
 
@@ -416,8 +438,7 @@ def encode(decoder: nn.Module, x: torch.Tensor, loss: LossSpec = "bce", z0: str 
         raise ValueError(f"order must be 1 (gradient flow) or 2 (Nesterov-type flow); got {order!r}")
     if not isinstance(method, str):
         raise ValueError(f"method must be 'amd' or a torchdiffeq method name; got {method!r}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1; got {num_steps}")
+    _check_flow_args(alpha, tau, num_steps)
     d = latent_dim if latent_dim is not None else (z0.shape[1] if isinstance(z0, torch.Tensor)
                                                    else latent_dim_of(decoder))
     z_start = initial_code(x.shape[0], d, z0, generator=generator, device=x.device).to(x.dtype)
@@ -467,6 +488,7 @@ def flow_loss(decoder: nn.Module, x: torch.Tensor, z0: str | torch.Tensor | None
     """
     if gradient not in {"approx", "adjoint", "backprop"}:
         raise ValueError(f"gradient must be 'approx', 'adjoint' or 'backprop'; got {gradient!r}")
+    _check_flow_args(alpha, tau, num_steps)
     if gradient == "approx":
         was_training = decoder.training
         z, info = encode(decoder, x, loss, z0, method, order, alpha=alpha, tau=tau, num_steps=num_steps,
@@ -630,6 +652,8 @@ def data_efficiency_curve(method: str, x_train: torch.Tensor, x_test: torch.Tens
     """
     if method not in {"GFE", "AE"}:
         raise ValueError(f"method must be 'GFE' or 'AE'; got {method!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     seen = sorted(int(n) for n in seen)
     if not seen or seen[0] < batch_size or seen[-1] > len(x_train):
         raise ValueError(f"seen must lie in [{batch_size}, {len(x_train)}] (batch size, training set size); "
@@ -655,6 +679,10 @@ def data_efficiency_curve(method: str, x_train: torch.Tensor, x_test: torch.Tens
 
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
     """``<a, b> / (|a| |b|)`` of two flattened gradients."""
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.numel() != b.numel() or a.numel() == 0:
+        got = (f"{a.numel()} and {b.numel()} elements" if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+               else f"{type(a).__name__} and {type(b).__name__}")
+        raise ValueError(f"a and b must be non-empty tensors with the same number of elements; got {got}")
     return float(F.cosine_similarity(a.flatten()[None], b.flatten()[None]).squeeze())
 
 
