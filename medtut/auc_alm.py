@@ -59,6 +59,51 @@ def _check_logits_targets(logits: torch.Tensor, targets: torch.Tensor) -> tuple[
     return logits, targets.bool()
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_number(name: str, value, *, low: float | None = None, strict: bool = False,
+                  allow_inf: bool = False, hint: str = "") -> float:
+    """``value`` as a float, or a ValueError naming ``name``, the expected range and what arrived."""
+    bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+    expected = f"a {'' if allow_inf else 'finite '}number{bound}"
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not _is_number(value):
+        raise TypeError(f"{name} must be {expected}; got {type(value).__name__} {value!r}{hint}")
+    value = float(value)
+    if math.isnan(value) or (not allow_inf and math.isinf(value)) or (
+            low is not None and (value <= low if strict else value < low)):
+        raise ValueError(f"{name} must be {expected}; got {value!r}{hint}")
+    return value
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int >= {low}; got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    return int(value)
+
+
+def _check_labels_scores(y_true, scores) -> None:
+    """y_true (N,) in {0, 1} and finite scores (N,), N >= 1, for the threshold helpers."""
+    for name, value in (("y_true", y_true), ("scores", scores)):
+        if value is None or isinstance(value, (str, bytes)):
+            raise TypeError(f"{name} must be an array-like (N,); got {type(value).__name__}")
+    y = np.asarray(y_true).ravel()
+    s = np.asarray(scores).ravel()
+    if y.size == 0 or y.shape != s.shape:
+        raise ValueError(f"y_true and scores must be non-empty and equally long (N,); got {y.size} labels and "
+                         f"{s.size} scores")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y_true must hold only 0 and 1 (1 = positive); got values {np.unique(y)[:10].tolist()}")
+    if not np.issubdtype(s.dtype, np.number) or np.iscomplexobj(s) or not np.isfinite(s).all():
+        raise ValueError(f"scores must be finite real numbers; got dtype {s.dtype}"
+                         + (" with NaN or inf" if np.issubdtype(s.dtype, np.number) and not np.iscomplexobj(s) else ""))
+
+
 def _check_delta(delta: float) -> float:
     if isinstance(delta, torch.Tensor):
         delta = float(delta)
@@ -131,14 +176,19 @@ class AugmentedLagrangian:
     def __init__(self, num_samples: int, delta: float = 1.0, mu0: float = 1e-2, rho: float = 2.0,
                  mu_max: float | None = None, schedule: str = "paper", auc_drop: float = 0.05,
                  warmup: int = 0):
-        if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        if not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, (bool, np.bool_)) \
+                or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int (the training-set size); got {num_samples!r}")
         self.delta = _check_delta(delta)
-        if not (mu0 > 0 and math.isfinite(mu0)):
+        if not (_is_number(mu0) and mu0 > 0 and math.isfinite(mu0)):
             raise ValueError(f"mu0 must be a finite number > 0; got {mu0!r}")
-        if not rho > 1:
-            raise ValueError(f"rho must be > 1; got {rho!r}")
-        if schedule not in self.SCHEDULES:
+        if not (_is_number(rho) and rho > 1 and math.isfinite(rho)):
+            raise ValueError(f"rho must be a finite number > 1; got {rho!r}")
+        if mu_max is not None:
+            _check_number("mu_max", mu_max, low=0, strict=True, hint=" (or None for the paper's default)")
+        _check_number("auc_drop", auc_drop, low=0)
+        _check_int("warmup", warmup, 0)
+        if not isinstance(schedule, str) or schedule not in self.SCHEDULES:
             raise ValueError(f"schedule must be one of {self.SCHEDULES}; got {schedule!r}")
         if mu_max is None:
             mu_max = mu0 * rho ** (5 if mu0 < 1e-3 else 3)
@@ -168,7 +218,8 @@ class AugmentedLagrangian:
         """
         logits, positive = _check_logits_targets(logits, targets)
         indices = torch.as_tensor(indices)
-        if indices.shape != logits.shape or indices.is_floating_point():
+        if indices.shape != logits.shape or indices.is_floating_point() or indices.is_complex() \
+                or indices.dtype == torch.bool:
             raise ValueError(f"indices must be (B,) integer positions in the training set; got shape "
                              f"{tuple(indices.shape)} dtype {indices.dtype} for logits of shape {tuple(logits.shape)}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
@@ -187,15 +238,34 @@ class AugmentedLagrangian:
 
     def update_multipliers(self, indices: torch.Tensor, q: torch.Tensor) -> None:
         """λ_i ← λ_i + μ q_i for the given training-set indices (|P_b|,) and constraint values (|P_b|,)."""
+        if not isinstance(q, torch.Tensor):
+            raise TypeError(f"q must be a torch tensor (|P_b|,) of constraint values; got {type(q).__name__}")
         q = q.detach().to("cpu", torch.float64)
         indices = torch.as_tensor(indices).cpu()
         if q.shape != indices.shape:
             raise ValueError(f"indices and q must have the same shape; got {tuple(indices.shape)} and {tuple(q.shape)}")
+        if q.ndim != 1:
+            raise ValueError(f"indices and q must be 1-D (|P_b|,); got shape {tuple(q.shape)}")
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise ValueError(f"indices must be integer positions in the training set; got dtype {indices.dtype}")
+        if q.numel():
+            if not (bool(torch.isfinite(q).all()) and bool((q >= 0).all())):
+                raise ValueError("q must hold finite constraint values >= 0 (from auc_constraints); got "
+                                 f"range [{float(q.min())}, {float(q.max())}]")
+            if int(indices.min()) < 0 or int(indices.max()) >= self.num_samples:
+                raise ValueError(f"indices must lie in [0, {self.num_samples - 1}]; got range "
+                                 f"[{int(indices.min())}, {int(indices.max())}]")
         self.lambdas.index_add_(0, indices, self.mu * q)
 
     # -- the schedule ---------------------------------------------------------------------------------
     def end_epoch(self, val_auc: float | None = None) -> float:
         """Record the multipliers, update μ from the validation AUC as the schedule says; return the new μ."""
+        if val_auc is not None:
+            auc = _check_number("val_auc", val_auc, low=0,
+                                hint=" (the validation AUC in [0, 1], or None for the 'geometric' and "
+                                     "'constant' schedules)")
+            if auc > 1:
+                raise ValueError(f"val_auc must be the validation AUC in [0, 1]; got {val_auc!r}")
         self.lambda_history.append(self.lambdas.numpy().copy())
         epoch = self.epoch
         self.epoch += 1
@@ -245,6 +315,7 @@ def asymmetric_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: fl
     Easy negatives are down-weighted while every positive keeps its full weight (MONAI's ``FocalLoss`` is the
     symmetric version). logits, targets: (B,) or (B, 1). Returns a scalar.
     """
+    _check_number("gamma", gamma, low=0)
     logits, positive = _check_logits_targets(logits, targets)
     y = positive.to(logits.dtype)
     bce = nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
@@ -271,6 +342,18 @@ BASE_LOSSES = ("bce", "wbce", "focal", "asym_focal", "mbauc")
 LOSS_NAMES = {"bce": "BCE", "wbce": "W-BCE", "focal": "S-FL", "asym_focal": "A-FL", "mbauc": "MBAUC"}
 
 
+def _loss_key(name: str, argument: str = "name") -> str:
+    """The canonical key of a base-loss name ('W-BCE' -> 'wbce'), or a clear error."""
+    if not isinstance(name, str):
+        raise TypeError(f"{argument} must be a base-loss name, one of {BASE_LOSSES}; got {type(name).__name__} "
+                        f"{name!r}")
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    key = {"w_bce": "wbce", "s_fl": "focal", "a_fl": "asym_focal", "sym_focal": "focal"}.get(key, key)
+    if key not in BASE_LOSSES:
+        raise ValueError(f"unknown base loss {name!r}; choose one of {BASE_LOSSES}")
+    return key
+
+
 def make_loss(name: str, *, pos_weight: float | None = None, gamma: float | None = None
               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A base loss ``loss(logits, targets) -> scalar`` by name (logits, targets: (B,) or (B, 1)).
@@ -281,10 +364,17 @@ def make_loss(name: str, *, pos_weight: float | None = None, gamma: float | None
     the CIFAR10 setting of the paper's README). ``"asym_focal"``: :func:`asymmetric_focal_loss` (``gamma``
     default 1). ``"mbauc"``: :func:`mini_batch_auc_loss`.
     """
-    key = name.strip().lower().replace("-", "_").replace(" ", "_")
-    key = {"w_bce": "wbce", "s_fl": "focal", "a_fl": "asym_focal", "sym_focal": "focal"}.get(key, key)
-    if key not in BASE_LOSSES:
-        raise ValueError(f"unknown base loss {name!r}; choose one of {BASE_LOSSES}")
+    key = _loss_key(name)
+    if pos_weight is not None and key != "wbce":
+        raise ValueError(f"pos_weight is only used by the weighted BCE; got pos_weight={pos_weight!r} for the "
+                         f"{name!r} loss, which would ignore it: use make_loss('wbce', pos_weight=...) or drop it")
+    if gamma is not None and key not in ("focal", "asym_focal"):
+        raise ValueError(f"gamma is only used by the focal losses ('focal', 'asym_focal'); got gamma={gamma!r} "
+                         f"for the {name!r} loss, which would ignore it: drop it")
+    if pos_weight is not None:
+        _check_number("pos_weight", pos_weight, low=0, strict=True)
+    if gamma is not None:
+        _check_number("gamma", gamma, low=0)
     if key in ("bce", "wbce"):
         weight = 1.0 if pos_weight is None else float(pos_weight)
         if key == "wbce" and not weight > 0:
@@ -321,7 +411,11 @@ class TinyCNN(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, width: int = 16, image_size: int = 8):
+        _check_int("in_channels", in_channels, 1)
+        _check_int("width", width, 1)
+        _check_int("image_size", image_size, 2)
         super().__init__()
+        self.in_channels, self.image_size = int(in_channels), int(image_size)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
@@ -329,6 +423,11 @@ class TinyCNN(nn.Module):
         self.head = nn.Linear(2 * width * (image_size // 2) ** 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.in_channels \
+                or x.shape[2] // 2 != self.image_size // 2 or x.shape[3] // 2 != self.image_size // 2:
+            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"TinyCNN expects x (B, {self.in_channels}, {self.image_size}, {self.image_size}) "
+                             f"(in_channels, image_size of the constructor); got {got}")
         return self.head(self.features(x))[:, 0]
 
 
@@ -346,6 +445,7 @@ def resnet10(in_channels: int = 3) -> nn.Module:
 
     CIFAR-style stem: 3×3 first convolution, stride 1, no max-pool. x: (B, C, 32, 32) → (B,) logits.
     """
+    _check_int("in_channels", in_channels, 1)
     from monai.networks.nets import ResNet
 
     net = ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[64, 128, 256, 512], spatial_dims=2,
@@ -357,7 +457,12 @@ def resnet10(in_channels: int = 3) -> nn.Module:
 # 5. Training and evaluation
 # --------------------------------------------------------------------------------------------------
 def _check_dataset(X, y, name: str = "X") -> tuple[torch.Tensor, torch.Tensor]:
+    if X is None or y is None:
+        raise TypeError(f"{name} and its labels must be arrays or tensors (N, ...) and (N,); got "
+                        f"{type(X).__name__} and {type(y).__name__}")
     X, y = torch.as_tensor(X), torch.as_tensor(y)
+    if X.ndim >= 1 and X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: got shape {tuple(X.shape)}; need at least one sample")
     if X.ndim < 2 or not X.is_floating_point():
         raise ValueError(f"{name} must be a float tensor (N, ...) of inputs; got shape {tuple(X.shape)} dtype {X.dtype}")
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
@@ -371,7 +476,16 @@ def _check_dataset(X, y, name: str = "X") -> tuple[torch.Tensor, torch.Tensor]:
 
 def predict_logits(model: nn.Module, X, batch_size: int = 1024, device: torch.device | str | None = None) -> np.ndarray:
     """Logits of ``model`` on X (N, ...) in eval mode, as a float64 numpy array (N,)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if X is None:
+        raise TypeError("X must be an array or tensor (N, ...) of inputs; got None")
+    if device is not None:
+        resolve_device(device)  # a clear message for 'gpu', or 'cuda' without a GPU
     return predict(model, X, batch_size=batch_size, device=device).reshape(-1).double().numpy()
+
+
+ALM_SETTINGS = ("delta", "mu0", "rho", "mu_max", "schedule", "auc_drop", "warmup")
 
 
 @dataclass
@@ -396,19 +510,30 @@ class TrainConfig:
     select_best: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.num_epochs, int) or self.num_epochs < 1:
+        _loss_key(self.loss, "loss")
+        if not isinstance(self.num_epochs, int) or isinstance(self.num_epochs, bool) or self.num_epochs < 1:
             raise ValueError(f"num_epochs must be an int >= 1; got {self.num_epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1; got {self.batch_size!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if not (_is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number; got {self.lr!r}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+        if not (_is_number(self.weight_decay) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}")
+        if not isinstance(self.select_best, bool):
+            raise ValueError(f"select_best must be True or False; got {self.select_best!r}")
+        if self.loss_kwargs is not None and not isinstance(self.loss_kwargs, Mapping):
+            raise ValueError(f"loss_kwargs must be None or a dict such as {{'gamma': 2.0}}; got "
+                             f"{type(self.loss_kwargs).__name__}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {self.optimizer!r}")
         if self.alm is not None and not isinstance(self.alm, Mapping):
             raise ValueError(f"alm must be None or a dict of AugmentedLagrangian settings; got "
                              f"{type(self.alm).__name__}")
+        if self.alm is not None:
+            unknown = set(self.alm) - set(ALM_SETTINGS)
+            if unknown:
+                raise ValueError(f"unknown alm setting(s) {sorted(map(str, unknown))}; choose from {ALM_SETTINGS} "
+                                 "(num_samples is the training-set size, set by train_binary_classifier)")
 
 
 @dataclass
@@ -436,6 +561,15 @@ def train_binary_classifier(model: nn.Module, X, y, cfg: TrainConfig | None = No
 
     Returns ``(model in eval mode, ClassifierResult)``.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module mapping (B, ...) to (B,) logits; got {type(model).__name__}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"seed must be an int; got {type(seed).__name__} {seed!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be None or a callable augment(x, generator); got {type(augment).__name__}")
+    if (X_val is None) != (y_val is None):
+        raise ValueError("pass X_val and y_val together (or neither); got only "
+                         + ("X_val" if X_val is not None else "y_val"))
     cfg = cfg if cfg is not None else TrainConfig()
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be an auc_alm.TrainConfig; got {type(cfg).__name__}")
@@ -521,6 +655,14 @@ def evaluate_scores(y_true, scores, tprs: Sequence[float] = HIGH_TPRS) -> dict[s
     y_true: (N,) in {0, 1}; scores: (N,) logits or probabilities (any monotone score). The FPR at each TPR
     is read off the linearly interpolated ROC (:func:`medtut.metrics.fpr_at_tpr`).
     """
+    if isinstance(tprs, (str, bytes)) or not isinstance(tprs, (Sequence, np.ndarray)) or np.ndim(tprs) != 1 \
+            or len(tprs) == 0:
+        raise ValueError(f"tprs must be a non-empty sequence of TPRs in (0, 1], such as {HIGH_TPRS}; got {tprs!r}")
+    for t in tprs:
+        if not (_is_number(t) and 0 < t <= 1):
+            raise ValueError(f"tprs must hold numbers in (0, 1], such as {HIGH_TPRS}; got {t!r} in {tprs!r}")
+    if len({round(100 * t) for t in tprs}) != len(tprs):
+        raise ValueError(f"tprs must be distinct in percent (each names a key 'FPR@TPR<percent>'); got {tprs!r}")
     out = {"AUC": metrics.roc_auc(y_true, scores)}
     fprs = np.atleast_1d(metrics.fpr_at_tpr(y_true, scores, list(tprs)))
     for t, f in zip(tprs, fprs):
@@ -541,6 +683,9 @@ def threshold_at_tpr(y_true, scores, tpr: float) -> float:
 
     It is the score of the ⌈tpr·|P|⌉-th highest-scored positive: the *lowest-scored* positives decide it.
     """
+    _check_labels_scores(y_true, scores)
+    if not _is_number(tpr):
+        raise TypeError(f"tpr must be a number in (0, 1]; got {type(tpr).__name__} {tpr!r}")
     y_true, scores = np.asarray(y_true).astype(int).ravel(), np.asarray(scores, dtype=float).ravel()
     if not 0 < tpr <= 1:
         raise ValueError(f"tpr must lie in (0, 1]; got {tpr}")
@@ -556,6 +701,8 @@ def confusion_at_threshold(y_true, scores, threshold: float) -> dict[str, float]
 
     Returns ``{"TP", "FN", "FP", "TN", "TPR", "FPR"}`` (counts as ints, rates in [0, 1]).
     """
+    _check_labels_scores(y_true, scores)
+    _check_number("threshold", threshold, allow_inf=True)
     y_true, scores = np.asarray(y_true).astype(int).ravel(), np.asarray(scores, dtype=float).ravel()
     if y_true.shape != scores.shape:
         raise ValueError(f"y_true and scores must have the same length; got {y_true.size} and {scores.size}")
@@ -567,6 +714,16 @@ def confusion_at_threshold(y_true, scores, threshold: float) -> dict[str, float]
 
 def ensemble_logits(logits_per_seed: Sequence) -> np.ndarray:
     """The seed ensemble of the paper: the average of the logits (S, N) → (N,)."""
+    if logits_per_seed is None or isinstance(logits_per_seed, (str, bytes)):
+        raise TypeError(f"logits_per_seed must be a list of logit vectors (N,), one per seed; got "
+                        f"{type(logits_per_seed).__name__}")
+    vectors = [np.asarray(v, dtype=float).ravel() for v in logits_per_seed]
+    lengths = sorted({v.size for v in vectors})
+    if len(lengths) > 1 or lengths == [0]:
+        raise ValueError(f"need a non-empty list of equally long, non-empty logit vectors; got lengths {lengths}")
+    if vectors and not all(np.isfinite(v).all() for v in vectors):
+        bad = [i for i, v in enumerate(vectors) if not np.isfinite(v).all()]
+        raise ValueError(f"logits_per_seed must be finite; the vectors of seed(s) {bad} hold NaN or inf")
     arr = np.asarray([np.asarray(v, dtype=float).ravel() for v in logits_per_seed])
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise ValueError(f"need a non-empty list of equally long logit vectors; got shape {arr.shape}")
@@ -578,6 +735,12 @@ def paired_wins(baseline: Sequence[float], method: Sequence[float], lower_is_bet
     b, m = np.asarray(baseline, dtype=float), np.asarray(method, dtype=float)
     if b.shape != m.shape:
         raise ValueError(f"baseline and method need one value per seed each; got {b.shape} and {m.shape}")
+    if b.ndim != 1 or b.size == 0:
+        raise ValueError(f"baseline and method must be non-empty 1-D (one value per seed); got shape {b.shape}")
+    if not (np.isfinite(b).all() and np.isfinite(m).all()):
+        raise ValueError("baseline and method must be finite: a NaN would count as neither a win nor a loss")
+    if not isinstance(lower_is_better, (bool, np.bool_)):
+        raise TypeError(f"lower_is_better must be True or False; got {lower_is_better!r}")
     return int(((m < b) if lower_is_better else (m > b)).sum())
 
 

@@ -52,6 +52,38 @@ def _check_tensor(x, name: str, ndim: int | None = None, last: tuple | None = No
     return x
 
 
+def _check_int(value, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    return int(value)
+
+
+def _check_number(value, name: str, low: float = 0.0, strict: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok:
+        ok = bool(np.isfinite(value)) and (value > low if strict else value >= low)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}; got {value!r}")
+    return float(value)
+
+
+def _check_shape_model(shape_model, name: str = "shape_model") -> None:
+    if not isinstance(shape_model, PCAShapeModel):
+        raise ValueError(f"{name} must be a PCAShapeModel (see PCAShapeModel.fit); got {type(shape_model).__name__}")
+
+
+def _check_predictions(preds, what: str) -> None:
+    if isinstance(preds, Prediction) or not isinstance(preds, (list, tuple)) or len(preds) < 2:
+        raise ValueError(f"{what} needs a list of at least two Predictions; got {type(preds).__name__}"
+                         f"{' of length ' + str(len(preds)) if isinstance(preds, (list, tuple)) else ''}")
+    for i, p in enumerate(preds):
+        if not isinstance(p, Prediction):
+            raise ValueError(f"preds[{i}] must be a Prediction (see predict); got {type(p).__name__}")
+        if p.mean.shape != preds[0].mean.shape:
+            raise ValueError(f"all predictions must have the same mean shape; preds[0] is {tuple(preds[0].mean.shape)}, "
+                             f"preds[{i}] is {tuple(p.mean.shape)}")
+
+
 # ---------------------------------------------------------------------------------------------------
 # 1. The PCA shape model
 # ---------------------------------------------------------------------------------------------------
@@ -67,6 +99,15 @@ class PCAShapeModel(nn.Module):
 
     def __init__(self, mean: torch.Tensor, modes: torch.Tensor, std: torch.Tensor, explained: torch.Tensor):
         super().__init__()
+        _check_tensor(mean, "mean", 2, (3,))
+        _check_tensor(modes, "modes", 2)
+        if modes.shape[0] != 3 * mean.shape[0] or modes.shape[1] < 1:
+            raise ValueError(f"modes must be (3V, K) = ({3 * mean.shape[0]}, K >= 1) for mean (V, 3) = "
+                             f"{tuple(mean.shape)}; got {tuple(modes.shape)}")
+        for name, x in (("std", std), ("explained", explained)):
+            _check_tensor(x, name, 1)
+            if x.shape[0] != modes.shape[1]:
+                raise ValueError(f"{name} must be (K,) = ({modes.shape[1]},) to match modes; got {tuple(x.shape)}")
         self.register_buffer("mean", mean)
         self.register_buffer("modes", modes)
         self.register_buffer("std", std)
@@ -121,8 +162,8 @@ class PCAShapeModel(nn.Module):
 
     def truncated(self, num_modes: int) -> "PCAShapeModel":
         """The same model keeping only the first ``num_modes`` modes."""
-        if not 1 <= num_modes <= self.num_modes:
-            raise ValueError(f"num_modes must be in [1, {self.num_modes}]; got {num_modes}")
+        if isinstance(num_modes, bool) or not isinstance(num_modes, (int, np.integer)) or not 1 <= num_modes <= self.num_modes:
+            raise ValueError(f"num_modes must be an int in [1, {self.num_modes}]; got {num_modes!r}")
         return PCAShapeModel(self.mean.clone(), self.modes[:, :num_modes].clone(), self.std[:num_modes].clone(),
                              self.explained_variance_ratio[:num_modes].clone())
 
@@ -157,6 +198,7 @@ def shape_from_coeffs(shape_model: PCAShapeModel, b: torch.Tensor, R: torch.Tens
     The pose is rigid: the 2018 predecessor adds no scale (size is a PCA mode); whether the 2020 paper
     adds a separate scale could not be checked in the PDF.
     """
+    _check_shape_model(shape_model)
     v = shape_model(b)
     if R is not None:
         _check_tensor(R, "R", 3, (3, 3))
@@ -165,6 +207,8 @@ def shape_from_coeffs(shape_model: PCAShapeModel, b: torch.Tensor, R: torch.Tens
         v = v @ R.transpose(1, 2)
     if t is not None:
         _check_tensor(t, "t", 2, (3,))
+        if t.shape[0] != v.shape[0]:
+            raise ValueError(f"t must be (B, 3) with B = {v.shape[0]}; got {tuple(t.shape)}")
         v = v + t[:, None, :]
     return v
 
@@ -182,9 +226,20 @@ def vertex_covariance(shape_model: PCAShapeModel, R: torch.Tensor | None, var_b:
     exact covariance of ``R (mu_i + Phi_i b) + t + n`` for ``b ~ N(b_hat, diag(var_b))`` and isotropic
     vertex noise ``n``; the covariance *between* vertices is dropped.
     """
+    _check_shape_model(shape_model)
     _check_tensor(var_b, "var_b", 2, (shape_model.num_modes,))
     if (var_b <= 0).any():
         raise ValueError("var_b must be positive (it is a variance)")
+    _check_number(eps, "eps (mm^2)")
+    if isinstance(noise, bool) or not isinstance(noise, (torch.Tensor, int, float, np.integer, np.floating)):
+        raise ValueError(f"noise must be a float or a (B,) / (B, 1) tensor of variances; got {type(noise).__name__}")
+    if isinstance(noise, torch.Tensor):
+        if noise.numel() not in (1, var_b.shape[0]):
+            raise ValueError(f"noise must hold 1 or B = {var_b.shape[0]} variances; got shape {tuple(noise.shape)}")
+        if not torch.isfinite(noise).all():
+            raise ValueError("noise contains NaN or inf")
+    elif not np.isfinite(noise):
+        raise ValueError(f"noise must be finite; got {noise!r}")
     if eps < 0:
         raise ValueError(f"eps must be >= 0 mm^2; got {eps}")
     B, V = var_b.shape[0], shape_model.num_vertices
@@ -192,6 +247,8 @@ def vertex_covariance(shape_model: PCAShapeModel, R: torch.Tensor | None, var_b:
     cov = (var_b @ shape_model.mode_outer.to(var_b.dtype)).view(B, V, 3, 3)
     if R is not None:
         _check_tensor(R, "R", 3, (3, 3))
+        if R.shape[0] not in (1, B):
+            raise ValueError(f"R must be (B, 3, 3) with B = {B} (or 1); got {tuple(R.shape)}")
         cov = torch.einsum("bij,bvjk,blk->bvil", R, cov, R)
     iso = torch.as_tensor(noise, dtype=var_b.dtype, device=var_b.device).reshape(-1, 1, 1, 1)
     if (iso < 0).any():
@@ -280,6 +337,16 @@ class Config:
     translation_scale: float = 10.0    # t = translation_scale * head output (mm), so the head works near 1
 
     def __post_init__(self):
+        for name in ("probabilistic", "pose"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        for name in ("num_epochs", "batch_size", "width", "hidden"):
+            _check_int(getattr(self, name), name)
+        _check_number(self.lr, "lr", strict=True)
+        _check_number(self.eps, "eps (mm^2)")
+        _check_number(self.translation_scale, "translation_scale", strict=True)
+        if not isinstance(self.slice_dropout, (int, float, np.integer, np.floating)) or isinstance(self.slice_dropout, bool):
+            raise ValueError(f"slice_dropout must be a number in [0, 1); got {self.slice_dropout!r}")
         if not 0 <= self.slice_dropout < 1:
             raise ValueError(f"slice_dropout must be in [0, 1); got {self.slice_dropout}")
         if self.eps < 0:
@@ -305,6 +372,11 @@ class ShapeRegressor(nn.Module):
     def __init__(self, shape_model: PCAShapeModel, config: Config = Config(), image_size: int = 48,
                  num_views: int = 3):
         super().__init__()
+        _check_shape_model(shape_model)
+        if not isinstance(config, Config):
+            raise ValueError(f"config must be a shape_recon.Config; got {type(config).__name__}")
+        _check_int(image_size, "image_size")
+        _check_int(num_views, "num_views")
         if image_size % 8:
             raise ValueError(f"image_size must be divisible by 8; got {image_size}")
         self.shape_model, self.config, self.num_views = shape_model, config, num_views
@@ -312,6 +384,7 @@ class ShapeRegressor(nn.Module):
         self.encoder = nn.Sequential(
             nn.Conv2d(1, c, 3, 2, 1), nn.ReLU(), nn.Conv2d(c, 2 * c, 3, 2, 1), nn.ReLU(),
             nn.Conv2d(2 * c, 2 * c, 3, 2, 1), nn.ReLU(), nn.Flatten())
+        self.encoder_size = int(image_size)
         feat = 2 * c * (image_size // 8) ** 2
         k = shape_model.num_modes
         self.mlp = nn.Sequential(nn.Linear(num_views * feat, config.hidden), nn.ReLU(),
@@ -322,8 +395,17 @@ class ShapeRegressor(nn.Module):
             self.head.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> dict:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ValueError(f"x must be a float tensor (B, {self.num_views}, H, W); got "
+                             f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
         if x.ndim != 4 or x.shape[1] != self.num_views:
             raise ValueError(f"x must be (B, {self.num_views}, H, W); got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"x must hold at least one case; got an empty batch {tuple(x.shape)}")
+        size = self.encoder_size
+        if x.shape[-2:] != (size, size):
+            raise ValueError(f"x must be (B, {self.num_views}, {size}, {size}) (the model's image_size); "
+                             f"got {tuple(x.shape)}")
         B = x.shape[0]
         f = self.encoder(x.reshape(B * self.num_views, 1, *x.shape[-2:])).view(B, -1)
         h = self.head(self.mlp(f))
@@ -345,6 +427,9 @@ class ShapeRegressor(nn.Module):
 
 def scanner_covariance(out: dict) -> torch.Tensor:
     """(B, V, 3, 3) scanner-frame covariances ``R Sigma_local R^T`` from a :class:`ShapeRegressor` output."""
+    if not isinstance(out, dict) or out.get("cov_local") is None or "R" not in out:
+        raise ValueError("out must be the dict a probabilistic ShapeRegressor returns (with 'cov_local' and 'R'); "
+                         f"got {type(out).__name__}" + (f" with keys {sorted(out)}" if isinstance(out, dict) else ""))
     cov = out["cov_local"]
     return cov if out["R"] is None else torch.einsum("bij,bvjk,blk->bvil", out["R"], cov, out["R"])
 
@@ -353,6 +438,18 @@ def replace_view(x: torch.Tensor, view: int | torch.Tensor, generator: torch.Gen
                  background: float = BACKGROUND, noise: float = NOISE) -> torch.Tensor:
     """A copy of x (B, V, H, W) in which view ``view`` (an int, or a (B,) tensor of views) of every case
     is replaced by background + Gaussian noise: the view is "missing", it shows nothing of the shape."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor (B, V, H, W); got "
+                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+    if isinstance(view, bool) or not isinstance(view, (int, np.integer, torch.Tensor)):
+        raise ValueError(f"view must be an int or a (B,) integer tensor of view indices; got {view!r}")
+    if isinstance(view, torch.Tensor) and (view.is_floating_point() or view.numel() not in (1, x.shape[0])):
+        raise ValueError(f"view must be an integer tensor of 1 or B = {x.shape[0]} view indices; got dtype "
+                         f"{view.dtype}, shape {tuple(view.shape)}")
+    _check_number(noise, "noise (the noise standard deviation)")
+    _check_number(background, "background", low=-np.inf)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
     if x.ndim != 4:
         raise ValueError(f"x must be (B, V, H, W); got shape {tuple(x.shape)}")
     views = torch.as_tensor(view, device=x.device).long().expand(x.shape[0])
@@ -371,8 +468,13 @@ def slice_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None =
     x (B, V, H, W) → same shape (a copy). The fix for the missing-view pitfall: the network learns what a
     missing view looks like, and the NLL teaches it to widen its Gaussian when one is missing.
     """
-    if not 0 <= p <= 1:
-        raise ValueError(f"p must be in [0, 1]; got {p}")
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0 <= p <= 1:
+        raise ValueError(f"p must be a number in [0, 1]; got {p!r}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor (B, V, H, W); got "
+                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
     if x.ndim != 4:
         raise ValueError(f"x must be (B, V, H, W); got shape {tuple(x.shape)}")
     drop = torch.rand(x.shape[0], generator=generator) < p
@@ -418,6 +520,13 @@ def loss_terms(out: dict, v_true: torch.Tensor, probabilistic: bool) -> dict:
     ``d_i``, ``d_i^T Sigma_i^{-1} d_i = (R^T d_i)^T S_i^{-1} (R^T d_i)`` and ``det Sigma_i = det S_i``, so
     rotating the 288 residuals back is exact and cheaper than rotating 288 covariances.
     """
+    if not isinstance(out, dict) or "mean" not in out or "R" not in out:
+        raise ValueError(f"out must be the dict a ShapeRegressor returns; got {type(out).__name__}")
+    if not isinstance(v_true, torch.Tensor) or v_true.shape != out["mean"].shape:
+        raise ValueError(f"v_true must be a tensor of the predicted mean's shape {tuple(out['mean'].shape)}; got "
+                         f"{tuple(v_true.shape) if isinstance(v_true, torch.Tensor) else type(v_true).__name__}")
+    if probabilistic and out.get("cov_local") is None:
+        raise ValueError("probabilistic=True needs out['cov_local'] (a model built with Config(probabilistic=True))")
     d = out["mean"] - v_true
     err = d.norm(dim=-1)
     if probabilistic:
@@ -439,6 +548,16 @@ def train(data: ShapeData, shape_model: PCAShapeModel, config: Config = Config()
     """
     if not isinstance(data, ShapeData) or len(data) < 1:
         raise ValueError("data must be a non-empty ShapeData (see medtut.data.cup_shapes.make_cup_dataset)")
+    _check_shape_model(shape_model)
+    if not isinstance(config, Config):
+        raise ValueError(f"config must be a shape_recon.Config; got {type(config).__name__}")
+    _check_int(seed, "seed", low=0)
+    target_name = "vertices" if config.pose else "canonical"
+    if getattr(data, target_name).shape[1] != shape_model.num_vertices:
+        raise ValueError(f"data.{target_name} has {getattr(data, target_name).shape[1]} vertices but the shape model "
+                         f"{shape_model.num_vertices}: fit the shape model on this data's meshes")
+    if not torch.isfinite(data.images).all():
+        raise ValueError("data.images contains NaN or inf")
     device = resolve_device(device)
     with isolated_rng(seed, device):          # weights from ``seed``; the caller's random state is kept
         model = ShapeRegressor(shape_model, config, data.images.shape[-1], data.images.shape[1])
@@ -492,8 +611,16 @@ class Prediction:
 @torch.no_grad()
 def predict(model: ShapeRegressor, images: torch.Tensor, batch_size: int = 256) -> Prediction:
     """Run ``model`` on images (N, 3, H, W) in batches; results on the CPU."""
+    if not isinstance(model, ShapeRegressor):
+        raise ValueError(f"model must be a ShapeRegressor (see train); got {type(model).__name__}")
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor (N, V, H, W); got "
+                         f"{type(images).__name__ if not isinstance(images, torch.Tensor) else images.dtype}")
     if images.ndim != 4:
         raise ValueError(f"images must be (N, V, H, W); got shape {tuple(images.shape)}")
+    if len(images) == 0:
+        raise ValueError(f"images must hold at least one case; got shape {tuple(images.shape)}")
+    _check_int(batch_size, "batch_size")
     model.eval()
     device = next(model.parameters()).device
     parts: dict[str, list] = {k: [] for k in ("mean", "cov", "b", "var_b", "R", "t")}
@@ -524,6 +651,13 @@ def coverage(maha2: torch.Tensor, levels: Sequence[float] = (0.68, 0.95)) -> dic
     """
     from scipy.stats import chi2
 
+    if not isinstance(maha2, (torch.Tensor, np.ndarray, list, tuple)):
+        raise ValueError(f"maha2 must be a tensor or array of squared distances; got {type(maha2).__name__}")
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence) or len(levels) == 0:
+        raise ValueError(f"levels must be a non-empty sequence of numbers in (0, 1); got {levels!r}")
+    for lev in levels:
+        if isinstance(lev, bool) or not isinstance(lev, (int, float, np.integer, np.floating)):
+            raise ValueError(f"coverage levels must be numbers in (0, 1); got {lev!r}")
     m = torch.as_tensor(maha2).double()
     if m.numel() == 0 or (m < 0).any() or not torch.isfinite(m).all():
         raise ValueError("maha2 must be a non-empty tensor of finite squared distances >= 0")
@@ -544,7 +678,11 @@ def evaluate(pred: Prediction, v_true: torch.Tensor) -> dict[str, float]:
     """
     from scipy.stats import spearmanr
 
+    if not isinstance(pred, Prediction) or not isinstance(pred.mean, torch.Tensor):
+        raise ValueError(f"pred must be a Prediction (see predict); got {type(pred).__name__}")
     _check_tensor(v_true, "v_true", 3, (3,))
+    if len(v_true) == 0:
+        raise ValueError("v_true must hold at least one case; got an empty batch")
     if pred.mean.shape != v_true.shape:
         raise ValueError(f"prediction and truth must have the same shape; got {tuple(pred.mean.shape)} "
                          f"and {tuple(v_true.shape)}")
@@ -563,6 +701,7 @@ def evaluate(pred: Prediction, v_true: torch.Tensor) -> dict[str, float]:
 def ensemble(preds: Sequence[Prediction]) -> Prediction:
     """Moment-matched mixture of several models' Gaussians (equal weights):
     mean = average mean, cov = average cov (aleatoric) + covariance of the means (epistemic)."""
+    _check_predictions(preds, "ensemble")
     if len(preds) < 2 or any(p.cov is None for p in preds):
         raise ValueError("ensemble needs at least two probabilistic predictions")
     means = torch.stack([p.mean for p in preds])                               # (M, N, V, 3)
@@ -574,8 +713,9 @@ def ensemble(preds: Sequence[Prediction]) -> Prediction:
 
 def epistemic_sigma(preds: Sequence[Prediction]) -> torch.Tensor:
     """(N, V) spread of the members' mean meshes, ``sqrt(tr Cov_members(v_hat_i) / 3)`` (mm)."""
-    if len(preds) < 2:
+    if isinstance(preds, (list, tuple)) and len(preds) < 2:
         raise ValueError("need at least two predictions to measure their spread")
+    _check_predictions(preds, "epistemic_sigma")
     means = torch.stack([p.mean for p in preds])
     return ((means - means.mean(0)).pow(2).sum(-1).mean(0) / 3).sqrt()
 
@@ -601,6 +741,14 @@ def plot_mesh(ax, vertices, faces, values=None, cmap: str = "viridis", vmin: flo
     f = np.asarray(faces)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
         raise ValueError(f"need vertices (V, 3) and faces (F, 3); got {v.shape} and {f.shape}")
+    if f.size and (not np.issubdtype(f.dtype, np.integer) or f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"faces must hold integer vertex indices in [0, V - 1 = {len(v) - 1}]; got dtype {f.dtype}"
+                         + (f", range [{f.min()}, {f.max()}]" if f.dtype.kind in "iuf" else ""))
+    if not np.isfinite(v).all():
+        raise ValueError("vertices contains NaN or inf")
+    _check_number(alpha, "alpha")
+    if alpha > 1:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
     coll = Poly3DCollection(v[f], linewidths=0.15, edgecolor=(0, 0, 0, 0.25), alpha=alpha)
     mappable = None
     if values is not None:
@@ -637,6 +785,20 @@ def cross_validate(subjects: Sequence[dict], config: Config, num_modes: int = 12
     """
     from .data.cup_shapes import make_heart_dataset
 
+    if isinstance(subjects, (str, bytes, dict)) or not isinstance(subjects, Sequence) or \
+            not all(isinstance(s, dict) and "canonical" in s for s in subjects):
+        raise ValueError("subjects must be a list of subject dicts with a 'canonical' mesh (see "
+                         f"medtut.data.cup_shapes.load_heart_decathlon); got {type(subjects).__name__}")
+    if not isinstance(config, Config):
+        raise ValueError(f"config must be a shape_recon.Config; got {type(config).__name__}")
+    _check_int(num_modes, "num_modes")
+    _check_int(num_per_subject, "num_per_subject")
+    _check_int(seed, "seed", low=0)
+    _check_int(size, "size")
+    if size % 8:
+        raise ValueError(f"size must be divisible by 8 (the network halves it three times); got {size}")
+    if isinstance(num_folds, bool) or not isinstance(num_folds, (int, np.integer)):
+        raise ValueError(f"num_folds must be an int in [2, {len(subjects)}]; got {num_folds!r}")
     if not 2 <= num_folds <= len(subjects):
         raise ValueError(f"num_folds must be in [2, {len(subjects)}] (one subject per fold at least); got {num_folds}")
     rows = []
