@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import dataclasses
 import json
 import math
@@ -141,11 +142,6 @@ def _cp_run(args, cfg):
     evaluation = {"nsc": score.nsc, "nscb": score.nscb, "n_nsc": score.n_nsc, "n_nscb": score.n_nscb,
                   "cells": len(images), "wall_time_s": time.perf_counter() - start}
     return model, {"train": result.history}, evaluation
-
-
-def _cp_config():
-    from medtut.cell_profiling import Config
-    return Config
 
 
 # ------------------------------------------------------------------------------------------------
@@ -288,11 +284,6 @@ def _pc_run(args, cfg):
     return model, {cfg.arm: result.history}, evaluation
 
 
-def _pc_config():
-    from medtut.pixel_contrast import Config
-    return Config
-
-
 # ------------------------------------------------------------------------------------------------
 # chapter 3: Mem3D, interactive 3-D segmentation with a memory network and a quality head
 # ------------------------------------------------------------------------------------------------
@@ -356,11 +347,6 @@ def _m3_run(args, cfg):
                   "test_volumes": len(test_vols), "wall_time_s": time.perf_counter() - start}
     return torch.nn.ModuleDict({"f_in": f_in, "f_mem": f_mem}), {"f_in": res_in.history, "f_mem": res_mem.history}, \
         evaluation
-
-
-def _m3_config():
-    from medtut.mem3d import Config
-    return Config
 
 
 # ------------------------------------------------------------------------------------------------
@@ -499,11 +485,6 @@ def _hs_run(args, cfg):
     return model, {cfg.name: result.history}, evaluation
 
 
-def _hs_config():
-    from medtut.hsi_sr import Config
-    return Config
-
-
 # ------------------------------------------------------------------------------------------------
 # chapter 10: MR reconstruction by posterior sampling (VAE prior + MALA in its latent)
 # ------------------------------------------------------------------------------------------------
@@ -606,19 +587,9 @@ def _mr_run(args, cfg):
     return vae, {"vae": result.history}, evaluation
 
 
-def _sr_config():
-    from medtut.shape_recon import Config
-    return Config
-
-
-def _lc_config():
-    from medtut.local_contrastive import Config
-    return Config
-
-
-def _alm_config():
-    from medtut.auc_alm import TrainConfig
-    return TrainConfig
+def _config_class(module: str, name: str = "Config") -> Callable[[], type]:
+    """The chapter's config dataclass, imported only when its command runs (keeps ``--help`` fast)."""
+    return lambda: getattr(importlib.import_module(f"medtut.{module}"), name)
 
 
 #: the chapters with a command-line entry point (module name -> :class:`Chapter`)
@@ -628,19 +599,19 @@ CHAPTERS: dict[str, Chapter] = {
         datasets={"synthetic": "offline cardiac-like volumes (medtut.data.cardiac)",
                   "acdc": "ACDC cine MRI (--data-dir with patientXXX folders, or --download)",
                   "prostate": "MSD Task05 Prostate (--data-dir; --download fetches it with MONAI)"},
-        config=_lc_config, budget="num_steps", run=_lc_run, add_arguments=_lc_arguments),
+        config=_config_class("local_contrastive"), budget="num_steps", run=_lc_run, add_arguments=_lc_arguments),
     "pixel_contrast": Chapter(
         title="Chapter 2: cross-image pixel contrast (fully supervised segmentation)",
         datasets={"textures": "offline texture-defined tissues, 5 classes (medtut.data.textures)",
                   "hippocampus": "MSD Task04 Hippocampus, 2-D slices (--data-dir; --download fetches it with MONAI)",
                   "prostate": "MSD Task05 Prostate, 2-D T2 slices (--data-dir; --download fetches it with MONAI)"},
-        config=_pc_config, budget="num_steps", run=_pc_run, add_arguments=_pc_arguments),
+        config=_config_class("pixel_contrast"), budget="num_steps", run=_pc_run, add_arguments=_pc_arguments),
     "mem3d": Chapter(
         title="Chapter 3: Mem3D, interactive 3-D segmentation (f_In, f_Mem with quality head, simulated users)",
         datasets={"tubes": "offline tube-like volumes with distractors (medtut.data.tubes)",
                   "spleen": "MSD Task09 Spleen CT (--data-dir; --download fetches it with MONAI)",
                   "heart": "MSD Task02 Heart MRI, left atrium (--data-dir; --download fetches it with MONAI)"},
-        config=_m3_config, budget="num_steps", run=_m3_run, add_arguments=_m3_arguments),
+        config=_config_class("mem3d"), budget="num_steps", run=_m3_run, add_arguments=_m3_arguments),
     "gradient_flow": Chapter(
         title="Chapter 5: gradient-flow encoding (decoder only) vs an autoencoder, one pass",
         datasets={"digits": "offline scikit-learn 8x8 digits (medtut.data.mnist.load_digits_split)",
@@ -652,26 +623,26 @@ CHAPTERS: dict[str, Chapter] = {
         title="Chapter 6: contrastive single-cell profiles (SimCLR), scored by NSC / NSCB",
         datasets={"synthetic": "offline synthetic screen with batch effects (medtut.data.cells)",
                   "bbbc021": "BBBC021 crops saved by medtut.data.cells.save_screen (--data-dir)"},
-        config=_cp_config, budget="num_epochs", run=_cp_run),
+        config=_config_class("cell_profiling"), budget="num_epochs", run=_cp_run),
     "auc_alm": Chapter(
         title="Chapter 7: AUC constraints with an Augmented Lagrangian (imbalanced classification)",
         datasets={"digits": "offline scikit-learn digits, one digit as the rare class",
                   "cifar10": "CIFAR-10 cars vs trucks (--download, md5-checked, or --data-dir)",
                   "pneumoniamnist": "MedMNIST PneumoniaMNIST (--download or --data-dir/<name>.npz)",
                   "breastmnist": "MedMNIST BreastMNIST (--download or --data-dir/<name>.npz)"},
-        config=_alm_config, budget="num_epochs", run=_alm_run, add_arguments=_alm_arguments,
+        config=_config_class("auc_alm", "TrainConfig"), budget="num_epochs", run=_alm_run, add_arguments=_alm_arguments,
         prepare=_alm_prepare),
     "hsi_sr": Chapter(
         title="Chapter 8: hyperspectral super-resolution x4 (DeepShare, Spectral Mixup, RGB / semi terms)",
         datasets={"scenes": "offline synthetic 31-band scenes; test on unseen materials (medtut.data.hyperspectral)",
                   "cave": "CAVE, the paper's split (--download, ~406 MB, sha256 recorded; or --data-dir with the "
                           "ZIP or extracted scenes)"},
-        config=_hs_config, budget="num_steps", run=_hs_run, add_arguments=_hs_arguments),
+        config=_config_class("hsi_sr"), budget="num_steps", run=_hs_run, add_arguments=_hs_arguments),
     "shape_recon": Chapter(
         title="Chapter 9: probabilistic 3-D surface reconstruction from three slices",
         datasets={"cups": "offline synthetic cup shapes with three rendered slices (medtut.data.cup_shapes)",
                   "heart": "MSD Task02 Heart, left atrium (--data-dir; --download fetches it with MONAI)"},
-        config=_sr_config, budget="num_epochs", run=_sr_run, add_arguments=_sr_arguments),
+        config=_config_class("shape_recon"), budget="num_epochs", run=_sr_run, add_arguments=_sr_arguments),
     "mr_sampling": Chapter(
         title="Chapter 10: MR reconstruction by posterior sampling (VAE prior, MALA in its latent)",
         datasets={"phantoms": "offline random head phantoms (medtut.data.brain_phantoms)",
