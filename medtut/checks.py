@@ -46,8 +46,42 @@ def _describe(x: Any) -> str:
     return f"{type(x).__name__} {x!r}"[:120]
 
 
+def _diagnose(g: np.ndarray, w: np.ndarray, bad: np.ndarray, atol: float, rtol: float) -> str:
+    """Name the kind of difference (sign, scale, offset, axis, NaN) without giving the expected values."""
+    def close(a, b):
+        return a.shape == b.shape and bool(np.isclose(a, b, atol=atol, rtol=rtol, equal_nan=True).all())
+
+    if (np.isnan(g) != np.isnan(w)).any():
+        return ("NaN in different places: yours has NaN at "
+                f"{int(np.isnan(g).sum())} position(s), the reference at {int(np.isnan(w).sum())}")
+    if np.iscomplexobj(g) or np.iscomplexobj(w):
+        if close(np.conj(g), w):
+            return "complex conjugated: check the sign of the imaginary part"
+        return "complex values differ"
+    finite = np.isfinite(w) & np.isfinite(g)
+    if close(-g, w) and np.abs(w[finite]).max(initial=0) > atol:
+        return "the sign is flipped"
+    nz = finite & (np.abs(w) > atol)
+    if nz.any():
+        ratio = g[nz] / w[nz]
+        if np.allclose(ratio, ratio.mean(), rtol=1e-3) and not np.isclose(ratio.mean(), 1.0, rtol=rtol):
+            return "right up to a constant factor: check a normalisation (a mean vs a sum, a missing 2 or 1/N)"
+    if finite.all() and g.size > 1 and np.allclose(g - w, (g - w).mean(), atol=max(atol, 1e-9), rtol=0):
+        return "right up to a constant offset: check an added or missing constant"
+    if g.ndim >= 2 and g.shape == w.shape[::-1] and close(g.T, w):
+        return "transposed: check which axis is which"
+    for axis in range(g.ndim):
+        if g.shape[axis] > 1 and close(np.flip(g, axis), w):
+            return f"reversed along axis {axis}"
+    return "the values differ"
+
+
 def _compare(got: Any, want: Any, atol: float, rtol: float, where: str = "output") -> str | None:
-    """None when equal within tolerance, else a sentence saying where they differ."""
+    """None when equal within tolerance, else a sentence saying where and how they differ.
+
+    The sentence never contains an expected *value* (exercises must not give their answers away); it
+    names the shape, the positions that differ, and the kind of difference (sign, scale, offset, axis).
+    """
     if isinstance(want, (torch.Tensor, np.ndarray)) or (isinstance(got, (torch.Tensor, np.ndarray))
                                                         and isinstance(want, (int, float))):
         if not isinstance(got, (torch.Tensor, np.ndarray, int, float, np.number)):
@@ -58,14 +92,16 @@ def _compare(got: Any, want: Any, atol: float, rtol: float, where: str = "output
             return f"{where}: expected shape {w.shape}, got shape {g.shape}"
         if g.dtype == bool or w.dtype == bool or np.issubdtype(w.dtype, np.integer):
             bad = g != w
+            kind = "the values differ"
         else:
-            g64, w64 = g.astype(np.complex128 if np.iscomplexobj(g) or np.iscomplexobj(w) else np.float64), w
+            g64 = g.astype(np.complex128 if np.iscomplexobj(g) or np.iscomplexobj(w) else np.float64)
+            w64 = w.astype(g64.dtype)
             bad = ~np.isclose(g64, w64, atol=atol, rtol=rtol, equal_nan=True)
+            kind = _diagnose(g64, w64, bad, atol, rtol) if bad.any() else ""
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            idx_s = idx if idx else "()"
-            return (f"{where}: {int(bad.sum())} of {bad.size} values differ; first at index {idx_s}: "
-                    f"expected {w[idx] if idx else w.item()!r}, got {g[idx] if idx else g.item()!r}")
+            at = f"; first at index {idx}" if idx else ""
+            return f"{where}: {kind} ({int(bad.sum())} of {bad.size} values{at})"
         return None
     if isinstance(want, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(want):
@@ -85,11 +121,20 @@ def _compare(got: Any, want: Any, atol: float, rtol: float, where: str = "output
         return None
     if isinstance(want, (float, np.floating)) or isinstance(got, (float, np.floating)):
         try:
-            ok = np.isclose(float(got), float(want), atol=atol, rtol=rtol, equal_nan=True)
+            g, w = float(got), float(want)
         except (TypeError, ValueError):
-            return f"{where}: expected {want!r}, got {_describe(got)}"
-        return None if ok else f"{where}: expected {float(want):.6g}, got {float(got):.6g}"
-    return None if got == want else f"{where}: expected {want!r}, got {got!r}"
+            return f"{where}: expected a number, got {_describe(got)}"
+        if np.isclose(g, w, atol=atol, rtol=rtol, equal_nan=True):
+            return None
+        if np.isnan(g) or np.isnan(w):
+            return f"{where}: {'NaN where a number was expected' if np.isnan(g) else 'a number where NaN was expected'}"
+        if w != 0 and np.sign(g) == -np.sign(w) and np.isclose(-g, w, atol=atol, rtol=rtol):
+            return f"{where}: the sign is flipped"
+        return f"{where}: {g:.6g} is too {'large' if g > w else 'small'}"
+    if (isinstance(want, (int, np.integer)) and isinstance(got, (int, np.integer))
+            and not isinstance(want, bool) and not isinstance(got, bool)):
+        return None if got == want else f"{where}: {got} is too {'large' if got > want else 'small'}"
+    return None if got == want else f"{where}: {_describe(got)} is not the expected answer"
 
 
 def _call(fn: Callable, case: Any) -> Any:
