@@ -239,8 +239,7 @@ def bench_psd_scoring(size: str, repeats: int, budget_s: float) -> Row:
     maps = ok.IsnasMaps((hw, hw))              # built once per image size, as random_search.py does
 
     def f_medtut():
-        return [(dip_nas.psd_db_mse(noisy, o[0]), dip_nas.strip_mse(noisy, o[0]), dip_nas.bandwidth_99(o[0]))
-                for o in outs]
+        return _pooled_scores(noisy, outs)
 
     def f_official():
         cache = ok.IsnasCache()
@@ -412,49 +411,35 @@ def official_kspace(y_medtut: torch.Tensor) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------------------------
-# A proposed speed-up for the one kernel where medtut is slower (not in medtut: chapter modules are frozen)
+# medtut's pooled PSD scorer against its one-function-per-metric reference
 # -------------------------------------------------------------------------------------------------------
+PSD_KEYS = ("psd db mse", "strip mse", "bandwidth 99%")
 
 
-def proposed_psd_scores(corrupted, outputs, strip=dip_nas.STRIP, fraction: float = 0.99, num_discs: int = 100):
-    """medtut's three PSD scores for a pool of outputs with the same values, computed the way the official
-    pipeline organises the work: the corrupted image's dB PSD once per pool, each output's PSD once (not
-    once per score), the strip mask and the disc index of every frequency once per image size, and the
-    99 % bandwidth from one cumulative radial sum (``bincount`` + ``cumsum``) instead of 100 masked sums.
-    Returns [(psd_db_mse, strip_mse, bandwidth_99)] like medtut's functions (float64, same 1e-12 floor)."""
-    c = dip_nas._as_chw(corrupted, "corrupted image")
-    h, w = c.shape[-2:]
-    c_db = dip_nas.db(dip_nas.psd(c))
-    m = dip_nas.strip_mask(h, w, *strip)
-    radii = np.linspace(0, np.sqrt(2), num_discs) / 2
-    disc = np.searchsorted(radii, dip_nas.frequency_radius(h, w).ravel(), side="left")   # r <= radii[k] iff k >= disc
-    out = []
-    for g in outputs:
-        pg = dip_nas.psd(g)
-        g_db = dip_nas.db(pg)
-        p = pg.mean(axis=0).ravel()
-        energy = np.cumsum(np.bincount(disc, weights=p, minlength=num_discs)[:num_discs]) / p.sum()
-        i = int(np.argmax(energy >= fraction - 1e-12))
-        if i == 0:
-            bw = 0.0
-        else:
-            e0, e1 = energy[i - 1], energy[i]
-            bw = float((i - 1 + (0.0 if e1 == e0 else (fraction - e0) / (e1 - e0))) / (num_discs - 1))
-        out.append((float(np.mean((c_db - g_db) ** 2)), float(np.mean((c_db[:, m] - g_db[:, m]) ** 2)), bw))
-    return out
+def _pooled_scores(noisy: np.ndarray, outs: list[np.ndarray]) -> list[tuple[float, float, float]]:
+    """The three scores of every output through :func:`medtut.dip_nas.psd_scores` (what
+    ``score_architecture`` uses): the corrupted image's spectrum, the strip and the disc index once per
+    pool, each output's PSD once, the 99 % bandwidth from one cumulative radial sum."""
+    return [tuple(d[k] for k in PSD_KEYS) for d in dip_nas.psd_scores(noisy, [o[0] for o in outs], PSD_KEYS)]
+
+
+def _per_metric_scores(noisy: np.ndarray, outs: list[np.ndarray]) -> list[tuple[float, float, float]]:
+    """The same scores through the one-function-per-metric reference (``psd_db_mse``, ``strip_mse``,
+    ``bandwidth_99``: each recomputes both spectra; the bandwidth sums 100 masked discs)."""
+    return [(dip_nas.psd_db_mse(noisy, o[0]), dip_nas.strip_mse(noisy, o[0]), dip_nas.bandwidth_99(o[0]))
+            for o in outs]
 
 
 def bench_psd_proposal(size: str, repeats: int, budget_s: float) -> dict:
-    """ms per output of medtut's PSD scores and of :func:`proposed_psd_scores`, and their largest
-    relative difference (the proposal must give medtut's values)."""
+    """ms per output of medtut's per-metric reference functions and of its pooled scorer
+    :func:`medtut.dip_nas.psd_scores`, and their largest relative difference (must be round-off)."""
     s = PSD_SIZES[size]
     noisy, outs = _psd_inputs(s)
-    f_medtut = lambda: [(dip_nas.psd_db_mse(noisy, o[0]), dip_nas.strip_mse(noisy, o[0]),  # noqa: E731
-                         dip_nas.bandwidth_99(o[0])) for o in outs]
-    f_new = lambda: proposed_psd_scores(noisy, [o[0] for o in outs])  # noqa: E731
-    tm, tn = _time_pair(f_medtut, f_new, repeats, budget_s)
-    err = max(_rel(a, b) for ra, rb in zip(f_medtut(), f_new()) for a, b in zip(ra, rb))
-    return {"size": size, "medtut_ms": tm / s["pool"], "proposed_ms": tn / s["pool"], "max_rel_diff": err}
+    tm, tn = _time_pair(lambda: _per_metric_scores(noisy, outs), lambda: _pooled_scores(noisy, outs),
+                        repeats, budget_s)
+    err = max(_rel(a, b) for ra, rb in zip(_per_metric_scores(noisy, outs), _pooled_scores(noisy, outs))
+              for a, b in zip(ra, rb))
+    return {"size": size, "per_metric_ms": tm / s["pool"], "pooled_ms": tn / s["pool"], "max_rel_diff": err}
 
 
 BENCHES = {
@@ -540,13 +525,14 @@ def main(argv=None) -> int:
             print(f"- {kernel}: {note}")
     if "PSD scoring" in args.kernels:
         print()
-        print("Proposed PSD scoring (benchmarks/speed.py::proposed_psd_scores, not in medtut), ms per output:")
-        print("| size | medtut ms | proposed ms | speed-up | max rel. diff to medtut |")
+        print("PSD scoring inside medtut: per-metric reference functions vs the pooled scorer "
+              "medtut.dip_nas.psd_scores (used by score_architecture), ms per output:")
+        print("| size | per-metric functions ms | psd_scores ms | speed-up | max rel. diff |")
         print("|---|---|---|---|---|")
         for size in args.sizes:
             p = bench_psd_proposal(size, args.repeats, args.budget)
-            print(f"| {size} | {p['medtut_ms']:.3g} | {p['proposed_ms']:.3g} | "
-                  f"{p['medtut_ms'] / p['proposed_ms']:.1f} | {p['max_rel_diff']:.1e} |")
+            print(f"| {size} | {p['per_metric_ms']:.3g} | {p['pooled_ms']:.3g} | "
+                  f"{p['per_metric_ms'] / p['pooled_ms']:.1f} | {p['max_rel_diff']:.1e} |")
     return 0 if all(r.agree for r in rows) else 1
 
 

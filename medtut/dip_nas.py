@@ -21,6 +21,7 @@ Reads top-down like the method (Arican, Kara et al., CVPR 2022, arXiv:2111.15362
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
@@ -33,7 +34,70 @@ import torch.nn.functional as F
 from .config import resolve_device
 from .data.dip_images import DIPProblem
 from .metrics import batch_psnr, psnr
-from .train import History, fit
+from .train import History, _check_count, fit
+
+# ---------------------------------------------------------------------------------------------------
+# Argument checks shared by the public functions (issue 24: bad input gets a clear error)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, low: int) -> int:
+    """``value`` as an int >= ``low`` (bool and float refused), else a ValueError naming ``name``."""
+    _check_count(name, value, low)
+    return int(value)
+
+
+def _check_real(name: str, value, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float in the stated interval, else a ValueError naming ``name``."""
+    lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+    hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+    rng = f" in {lo or '(-inf'}, {hi or 'inf)'}" if (lo or hi) else ""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a finite number{rng}; got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low)) or (
+            high is not None and (v >= high if high_open else v > high)):
+        raise ValueError(f"{name} must be a finite number{rng}; got {value!r}")
+    return v
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an int; got {type(seed).__name__} {seed!r}")
+    return int(seed)
+
+
+def _check_names(name: str, names) -> list[str]:
+    """A non-empty list of distinct architecture-name strings (a single string is refused: it would be
+    read character by character)."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+        raise ValueError(f"{name} must be a list of architecture names; got {type(names).__name__} {names!r}")
+    names = list(names)
+    bad = [n for n in names if not isinstance(n, str)]
+    if not names or bad:
+        raise ValueError(f"{name} must be a non-empty list of architecture-name strings; got {names!r}"[:300])
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{name} must not repeat an architecture; {dup} appear more than once")
+    return names
+
+
+def _check_scores(name: str, scores) -> dict[str, float]:
+    """``{architecture: finite real score}``, non-empty; NaN would otherwise sort first."""
+    if not isinstance(scores, Mapping) or not scores:
+        raise ValueError(f"{name} must be a non-empty dict {{architecture name: score}}; got "
+                         f"{type(scores).__name__} {scores!r}"[:300])
+    out = {}
+    for n, v in scores.items():
+        try:
+            out[n] = _check_real(f"{name}[{n!r}]", v)
+        except ValueError as err:
+            raise ValueError(f"{err} (every score must be a finite number: a NaN score would rank first "
+                             "or last arbitrarily; drop that architecture or rescore it)") from None
+    return out
 
 # ---------------------------------------------------------------------------------------------------
 # 1. The search space
@@ -64,13 +128,18 @@ class Arch:
             raise ValueError(f"primitive must be one of {PRIMITIVES}; got {self.primitive!r}")
         if self.conv_op not in CONV_OPS:
             raise ValueError(f"conv_op must be one of {CONV_OPS}; got {self.conv_op!r}")
-        if self.kernel not in (1, 3, 5, 7):
+        if isinstance(self.kernel, (bool, np.bool_)) or self.kernel not in (1, 3, 5, 7):
             raise ValueError(f"kernel must be 1, 3, 5 or 7; got {self.kernel!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
-        L = len(self.skip)
-        if L < 1 or any(len(row) != L for row in self.skip) or any(b not in (0, 1) for r in self.skip for b in r):
-            raise ValueError(f"skip must be a square (L, L) matrix of 0/1; got {self.skip!r}")
+        try:
+            rows = [tuple(r) for r in self.skip]
+        except TypeError:
+            rows = None
+        L = 0 if rows is None else len(rows)
+        if rows is None or L < 1 or any(len(r) != L for r in rows) or any(
+                isinstance(b, (bool, np.bool_)) or b not in (0, 1) for r in rows for b in r):
+            raise ValueError(f"skip must be a square (L, L) tuple of tuples of 0/1 with L >= 1; got {self.skip!r}")
 
     @property
     def levels(self) -> int:
@@ -84,20 +153,37 @@ class Arch:
 
     @classmethod
     def from_name(cls, name: str) -> "Arch":
-        """Inverse of :attr:`name`."""
-        parts = str(name).split("-")
-        if len(parts) != 5 or not parts[2].startswith("k") or not parts[4].startswith("s"):
-            raise ValueError(f"an architecture name looks like 'bilinear-conv-k3-lrelu-s100010001'; got {name!r}")
-        bits = parts[4][1:]
+        """Inverse of :attr:`name`. A bad name gets an error that names the part at fault
+        (``primitive-convop-k<kernel>-activation-s<L*L skip bits>``)."""
+        if not isinstance(name, str):
+            raise ValueError(f"an architecture name must be a string like 'bilinear-conv-k3-lrelu-s100010001'; "
+                             f"got {type(name).__name__} {name!r}")
+        parts = name.split("-")
+        if len(parts) != 5:
+            raise ValueError(f"an architecture name looks like 'bilinear-conv-k3-lrelu-s100010001' (five parts "
+                             f"joined by '-'); got {name!r} with {len(parts)} part(s)")
+        prim, op, kpart, act, spart = parts
+        where = f" in architecture name {name!r}"
+        if prim not in PRIMITIVES:
+            raise ValueError(f"primitive (part 1) must be one of {PRIMITIVES}; got {prim!r}{where}")
+        if op not in CONV_OPS:
+            raise ValueError(f"conv_op (part 2) must be one of {CONV_OPS}; got {op!r}{where}")
+        if not (kpart.startswith("k") and kpart[1:].isdigit()):
+            raise ValueError(f"the kernel part (part 3) must be 'k' and an int, e.g. 'k3'; got {kpart!r}{where}")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"activation (part 4) must be one of {ACTIVATIONS}; got {act!r}{where}")
+        bits = spart[1:]
         L = int(round(len(bits) ** 0.5))
-        if L * L != len(bits) or set(bits) - {"0", "1"} or not parts[2][1:].isdigit():
-            raise ValueError(f"bad architecture name {name!r}: the skip part must be L*L bits of 0/1")
+        if not spart.startswith("s") or not bits or L * L != len(bits) or set(bits) - {"0", "1"}:
+            raise ValueError(f"the skip part (part 5) must be 's' and L*L bits of 0/1 (e.g. 's100010001' for "
+                             f"L = 3); got {spart!r}{where}")
         skip = tuple(tuple(int(b) for b in bits[r * L:(r + 1) * L]) for r in range(L))
-        return cls(parts[0], parts[1], int(parts[2][1:]), parts[3], skip)
+        return cls(prim, op, int(kpart[1:]), act, skip)
 
 
 def default_dip_arch(levels: int) -> Arch:
     """DIP's own ``skip`` net in this family: plain bilinear upsampling, same-scale skips only."""
+    levels = _check_int("levels", levels, 1)
     skip = tuple(tuple(int(i == j) for j in range(levels)) for i in range(levels))
     return Arch("bilinear", "identity", 1, "none", skip)
 
@@ -110,6 +196,26 @@ class SearchSpace:
     conv_ops: tuple[str, ...] = CONV_OPS
     kernels: tuple[int, ...] = KERNELS
     activations: tuple[str, ...] = ACTIVATIONS
+
+    def __post_init__(self):
+        _check_int("levels", self.levels, 1)
+        for field_name, allowed in (("primitives", PRIMITIVES), ("conv_ops", CONV_OPS), ("kernels", (1, 3, 5, 7)),
+                                    ("activations", ACTIVATIONS)):
+            value = getattr(self, field_name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise ValueError(f"{field_name} must be a tuple of options from {allowed}; got {value!r}")
+            value = tuple(value)
+            bad = [v for v in value if isinstance(v, (bool, np.bool_)) or v not in allowed]
+            if not value or bad or len(set(value)) != len(value):
+                raise ValueError(f"{field_name} must be a non-empty tuple of distinct options from {allowed}; "
+                                 f"got {value!r}")
+            object.__setattr__(self, field_name, value)
+
+    def contains(self, arch: "Arch") -> bool:
+        """Whether ``arch`` is a member of this space."""
+        return (arch.levels == self.levels and arch.primitive in self.primitives and arch.conv_op in self.conv_ops
+                and arch.activation in self.activations
+                and (arch.kernel == 1 if arch.conv_op == "identity" else arch.kernel in self.kernels))
 
     @property
     def num_cells(self) -> int:
@@ -125,15 +231,41 @@ class SearchSpace:
 
 def sample_architectures(n: int, space: SearchSpace = SearchSpace(), seed: int = 0,
                          exclude: Iterable[str] = ()) -> list[str]:
-    """``n`` distinct architecture names drawn uniformly (cell and each skip bit) with a fixed seed."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1; got {n}")
-    if n > space.size:
-        raise ValueError(f"cannot draw {n} distinct architectures from a space of {space.size}")
+    """``n`` distinct architecture names drawn uniformly (cell and each skip bit) with a fixed seed.
+
+    ``exclude``: names never returned (e.g. the default network). Raises if the space minus ``exclude``
+    holds fewer than ``n`` architectures; the draw loop is bounded (it raises rather than spin).
+    """
+    n = _check_int("n", n, 1)
+    if not isinstance(space, SearchSpace):
+        raise ValueError(f"space must be a medtut.dip_nas.SearchSpace; got {type(space).__name__}")
+    seed = _check_seed(seed)
+    if isinstance(exclude, (str, bytes)) or not isinstance(exclude, Iterable):
+        raise ValueError(f"exclude must be a list of architecture names (a single name goes in a list: "
+                         f"exclude=[name]); got {type(exclude).__name__} {exclude!r}")
+    seen = set()
+    for e in exclude:
+        arch = e if isinstance(e, Arch) else Arch.from_name(e)
+        seen.add(arch.name)
+    excluded_in_space = sum(space.contains(Arch.from_name(e)) for e in seen)
+    available = space.size - excluded_in_space
+    if n > available:
+        raise ValueError(f"cannot draw {n} distinct architectures: the space holds {space.size:,}, of which "
+                         f"{excluded_in_space} are excluded, leaving {available:,}; ask for n <= {available:,} "
+                         "or widen the space")
+    # coupon-collector bound: with p_min the smallest probability of one name, drawing every name of the
+    # space takes more than (ln(size) + 12) / p_min draws with probability below 1e-5
+    inv_p_min = (len(space.primitives) * len(space.conv_ops) * len(space.kernels) * len(space.activations)
+                 * 2 ** (space.levels ** 2))
+    max_draws = int(inv_p_min * (math.log(space.size) + 12)) + 1000
     rng = np.random.default_rng(seed)
     names: list[str] = []
-    seen = set(exclude)
+    draws = 0
     while len(names) < n:
+        draws += 1
+        if draws > max_draws:
+            raise RuntimeError(f"drew {max_draws:,} architectures without finding {n} distinct new ones "
+                               f"(found {len(names)}); ask for fewer")
         op = str(rng.choice(space.conv_ops))
         kernel = 1 if op == "identity" else int(rng.choice(space.kernels))
         skip = rng.integers(0, 2, size=(space.levels, space.levels))
@@ -170,6 +302,11 @@ class UpCell(nn.Module):
 
     def __init__(self, arch: Arch, channels: int, copies: int = 1):
         super().__init__()
+        if not isinstance(arch, Arch):
+            raise ValueError(f"arch must be a medtut.dip_nas.Arch (Arch.from_name(name) parses a name); got "
+                             f"{type(arch).__name__} {arch!r}")
+        _check_int("channels", channels, 1)
+        _check_int("copies", copies, 1)
         self.primitive = arch.primitive
         c, k, g = channels, arch.kernel, copies
         if arch.primitive == "pixelshuffle":
@@ -219,8 +356,12 @@ class SearchableNet(nn.Module):
     def __init__(self, arch: Arch, in_channels: int = 8, out_channels: int = 1, width: int = 16,
                  copies: int = 1):
         super().__init__()
-        if copies < 1:
-            raise ValueError(f"copies must be >= 1; got {copies}")
+        if not isinstance(arch, Arch):
+            raise ValueError(f"arch must be a medtut.dip_nas.Arch (Arch.from_name(name) parses a name); got "
+                             f"{type(arch).__name__} {arch!r}")
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
+                           ("copies", copies)):
+            _check_int(arg, value, 1)
         self.arch, self.name, self.copies = arch, arch.name, copies
         self.in_channels, self.out_channels = in_channels, out_channels
         L, c, g = arch.levels, width, copies
@@ -267,7 +408,13 @@ def build_model(name: str | Arch, in_channels: int = 8, out_channels: int = 1, w
     With ``copies > 1`` every copy starts from the weights the single network would get: every
     parameter of the grouped model is the single model's parameter repeated along its first dimension.
     """
+    device = resolve_device(device)
     arch = name if isinstance(name, Arch) else Arch.from_name(name)
+    for arg, value in (("in_channels", in_channels), ("out_channels", out_channels), ("width", width),
+                       ("copies", copies)):
+        _check_int(arg, value, 1)
+    if seed is not None:
+        _check_seed(seed)
     if seed is None:
         model = SearchableNet(arch, in_channels, out_channels, width)
     else:
@@ -279,13 +426,19 @@ def build_model(name: str | Arch, in_channels: int = 8, out_channels: int = 1, w
         single = model.state_dict()
         grouped.load_state_dict({k: torch.cat([single[k]] * copies) for k in grouped.state_dict()})
         model = grouped
-    elif copies < 1:
-        raise ValueError(f"copies must be >= 1; got {copies}")
-    return model.to(resolve_device(device))
+    return model.to(device)
 
 
 def input_code(shape: Sequence[int], seed: int, scale: float = 0.1) -> torch.Tensor:
     """DIP's fixed input code ``eta ~ U(0, scale)`` of ``shape`` (B, C, H, W), from ``seed`` (CPU)."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
+        raise ValueError(f"shape must be (B, C, H, W) positive ints; got {shape!r}")
+    shape = tuple(shape)
+    if len(shape) != 4 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1
+                              for v in shape):
+        raise ValueError(f"shape must be (B, C, H, W) positive ints; got {shape!r}")
+    _check_seed(seed)
+    _check_real("scale", scale, 0, low_open=True)
     return torch.rand(tuple(shape), generator=torch.Generator().manual_seed(seed)) * scale
 
 
@@ -323,6 +476,9 @@ class DIPResult:
 def _problem_list(problems) -> tuple[bool, list[DIPProblem], tuple[int, int, int]]:
     """(was a single problem, the problems as a list, their shared (C, H, W)); clear errors otherwise."""
     single = isinstance(problems, DIPProblem)
+    if not single and (isinstance(problems, (str, bytes)) or not isinstance(problems, Iterable)):
+        raise ValueError("problems must be a DIPProblem or a non-empty list of them "
+                         f"(see medtut.data.dip_images.make_problem); got {type(problems).__name__}")
     probs = [problems] if single else list(problems)
     if not probs or not all(isinstance(p, DIPProblem) for p in probs):
         raise ValueError("problems must be a DIPProblem or a non-empty list of them "
@@ -352,12 +508,19 @@ def fit_dip(name: str | Arch, problems: DIPProblem | Sequence[DIPProblem], num_s
     (up to float rounding) at about the cost of one run on a CPU. Same seed, same result.
     Returns one :class:`DIPResult` per problem (a single one for a single problem).
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1; got {num_steps}")
-    if not 0 <= ema < 1:
-        raise ValueError(f"ema must be in [0, 1); got {ema}")
-    single, probs, (C, H, W) = _problem_list(problems)
     device = resolve_device(device)
+    num_steps = _check_int("num_steps", num_steps, 1)
+    _check_real("lr", lr, 0, low_open=True)
+    _check_real("jitter", jitter, 0)
+    _check_real("ema", ema, 0, 1, high_open=True)
+    _check_int("in_channels", in_channels, 1)
+    _check_int("width", width, 1)
+    _check_seed(seed)
+    single, probs, (C, H, W) = _problem_list(problems)
+    arch = name if isinstance(name, Arch) else Arch.from_name(name)
+    if H % 2 ** arch.levels or W % 2 ** arch.levels:
+        raise ValueError(f"a {arch.levels}-level network needs image sides divisible by 2^{arch.levels} = "
+                         f"{2 ** arch.levels}; the problems are {H}x{W}: resize the images or use fewer levels")
     P = len(probs)
     model = build_model(name, in_channels, C, width, seed=seed, device=device, copies=P)
     arch_name = model.name
@@ -430,6 +593,8 @@ def psd(image) -> np.ndarray:
 
 def frequency_radius(h: int, w: int) -> np.ndarray:
     """(h, w) radial frequency |f| in cycles/pixel, centred like :func:`psd` (0 at the centre)."""
+    _check_int("h", h, 1)
+    _check_int("w", w, 1)
     fy = np.fft.fftshift(np.fft.fftfreq(h))
     fx = np.fft.fftshift(np.fft.fftfreq(w))
     return np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
@@ -437,6 +602,8 @@ def frequency_radius(h: int, w: int) -> np.ndarray:
 
 def strip_mask(h: int, w: int, low: float = STRIP[0], high: float = STRIP[1]) -> np.ndarray:
     """(h, w) bool mask of the frequency annulus ``low <= |f| < high`` (cycles/pixel)."""
+    _check_real("low", low)
+    _check_real("high", high)
     if not 0 <= low < high:
         raise ValueError(f"need 0 <= low < high; got low={low}, high={high}")
     r = frequency_radius(h, w)
@@ -445,7 +612,19 @@ def strip_mask(h: int, w: int, low: float = STRIP[0], high: float = STRIP[1]) ->
 
 def db(p: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Power in decibels, ``10 log10(p + eps)`` (the official code uses ln: a constant factor)."""
-    return 10.0 * np.log10(np.asarray(p) + eps)
+    _check_real("eps", eps, 0, low_open=True)
+    p = np.asarray(p)
+    if not np.issubdtype(p.dtype, np.number) or np.iscomplexobj(p):
+        raise ValueError(f"p must be real powers (e.g. psd(image)); got dtype {p.dtype}")
+    if p.size and (not np.isfinite(p).all() or p.min() < 0):
+        raise ValueError("p must hold finite powers >= 0 (a power spectrum); got NaN, inf or negative values")
+    return 10.0 * np.log10(p + eps)
+
+
+def _check_strip(strip) -> tuple[float, float]:
+    if isinstance(strip, (str, bytes)) or not isinstance(strip, Iterable) or len(tuple(strip)) != 2:
+        raise ValueError(f"strip must be (low, high) in cycles/pixel with 0 <= low < high; got {strip!r}")
+    return tuple(strip)
 
 
 def _pair(c, g) -> tuple[np.ndarray, np.ndarray]:
@@ -464,7 +643,7 @@ def psd_db_mse(corrupted, output) -> float:
 def strip_mse(corrupted, output, strip: tuple[float, float] = STRIP) -> float:
     """:func:`psd_db_mse` restricted to the frequency strip (ISNAS main metric #1)."""
     pc, pg = _pair(corrupted, output)
-    m = strip_mask(*pc.shape[-2:], *strip)
+    m = strip_mask(*pc.shape[-2:], *_check_strip(strip))
     if not m.any():
         raise ValueError(f"the strip {strip} holds no frequency of a {pc.shape[-2]}x{pc.shape[-1]} image")
     return float(np.mean((db(pc)[:, m] - db(pg)[:, m]) ** 2))
@@ -480,7 +659,7 @@ def strip_wasserstein(corrupted, output, strip: tuple[float, float] = STRIP) -> 
     from scipy.stats import wasserstein_distance
 
     pc, pg = _pair(corrupted, output)
-    m = strip_mask(*pc.shape[-2:], *strip)
+    m = strip_mask(*pc.shape[-2:], *_check_strip(strip))
     if not m.any():
         raise ValueError(f"the strip {strip} holds no frequency of a {pc.shape[-2]}x{pc.shape[-1]} image")
     return float(wasserstein_distance(db(pc)[:, m].ravel(), db(pg)[:, m].ravel()))
@@ -493,6 +672,8 @@ def bandwidth_99(output, fraction: float = 0.99, num_discs: int = 100) -> float:
     interpolated index of the first disc holding ``fraction`` of the energy, divided by
     ``num_discs - 1``. Image-independent: small = the network is a low-pass prior.
     """
+    _check_real("fraction", fraction, 0, 1, low_open=True)
+    _check_int("num_discs", num_discs, 2)
     p = psd(output).mean(axis=0)
     r = frequency_radius(*p.shape)
     radii = np.linspace(0, np.sqrt(2), num_discs) / 2
@@ -516,6 +697,87 @@ METRICS = {
 }
 
 
+def psd_scores(corrupted, outputs: Sequence, metrics: Sequence[str] = tuple(METRICS), strip=STRIP,
+               fraction: float = 0.99, num_discs: int = 100) -> list[dict[str, float]]:
+    """Every metric of :data:`METRICS` between one corrupted image and each of several outputs, with
+    the values of :func:`psd_db_mse`, :func:`strip_mse`, :func:`strip_wasserstein` and
+    :func:`bandwidth_99` (equal to round-off), the shared work done once.
+
+    corrupted: (H, W) or (C, H, W); outputs: a list of arrays of the same shape. The corrupted image's
+    dB PSD, the strip mask and each frequency's disc index are computed once per call, each output's PSD
+    once (not once per metric), and the 99 % bandwidth comes from one cumulative radial sum
+    (``bincount`` + ``cumsum``) instead of ``num_discs`` masked sums. Returns one ``{metric: value}``
+    per output. :func:`score_architecture` scores through this.
+    """
+    metrics = _check_metric_names(metrics)
+    strip = _check_strip(strip)
+    fraction = _check_real("fraction", fraction, 0, 1, low_open=True)
+    num_discs = _check_int("num_discs", num_discs, 2)
+    if isinstance(outputs, (str, bytes, np.ndarray, torch.Tensor)) or not isinstance(outputs, Iterable):
+        raise ValueError(f"outputs must be a list of images (C, H, W); got {type(outputs).__name__}")
+    c = _as_chw(corrupted, "corrupted image")
+    h, w = c.shape[-2:]
+    c_db = db(psd(c))
+    need_strip = "strip mse" in metrics or "strip wasserstein" in metrics
+    m = strip_mask(h, w, *strip)
+    if need_strip and not m.any():
+        raise ValueError(f"the strip {strip} holds no frequency of a {h}x{w} image")
+    if "strip wasserstein" in metrics:
+        from scipy.stats import wasserstein_distance
+    if "bandwidth 99%" in metrics:
+        radii = np.linspace(0, np.sqrt(2), num_discs) / 2
+        # r <= radii[k]  <=>  k >= disc: the energy inside disc k is a cumulative sum over disc indices
+        disc = np.searchsorted(radii, frequency_radius(h, w).ravel(), side="left")
+    out = []
+    for k, g in enumerate(outputs):
+        g = _as_chw(g, f"outputs[{k}]")
+        if g.shape != c.shape:
+            raise ValueError(f"outputs[{k}] must have the corrupted image's (C, H, W) {c.shape}; got {g.shape}")
+        pg = psd(g)
+        g_db = db(pg)
+        vals = {}
+        for name in metrics:
+            if name == "psd db mse":
+                vals[name] = float(np.mean((c_db - g_db) ** 2))
+            elif name == "strip mse":
+                vals[name] = float(np.mean((c_db[:, m] - g_db[:, m]) ** 2))
+            elif name == "strip wasserstein":
+                vals[name] = float(wasserstein_distance(c_db[:, m].ravel(), g_db[:, m].ravel()))
+            else:
+                p = pg.mean(axis=0).ravel()
+                total = p.sum()
+                if total <= 0:
+                    raise ValueError(f"outputs[{k}] has zero energy: its bandwidth is undefined")
+                energy = np.cumsum(np.bincount(disc, weights=p, minlength=num_discs)[:num_discs]) / total
+                i = int(np.argmax(energy >= fraction - 1e-12))
+                if i == 0:
+                    vals[name] = 0.0
+                else:
+                    e0, e1 = energy[i - 1], energy[i]
+                    frac = 0.0 if e1 == e0 else (fraction - e0) / (e1 - e0)
+                    vals[name] = float((i - 1 + frac) / (num_discs - 1))
+        out.append(vals)
+    return out
+
+
+def _check_metric_names(metrics) -> tuple[str, ...]:
+    if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Iterable):
+        raise ValueError(f"metrics must be a list of metric names from {list(METRICS)} (a single one in a "
+                         f"list); got {metrics!r}")
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if not metrics or unknown:
+        raise ValueError(f"metrics must be a non-empty list of names from {list(METRICS)}; got {list(metrics)}")
+    return metrics
+
+
+def _check_problem(problem) -> DIPProblem:
+    if not isinstance(problem, DIPProblem):
+        raise ValueError(f"problem must be a DIPProblem (see medtut.data.dip_images.make_problem); got "
+                         f"{type(problem).__name__}")
+    return problem
+
+
 @torch.no_grad()
 def random_output(name: str | Arch, problem: DIPProblem, seed: int = 0, in_channels: int = 8,
                   width: int = 16, device: torch.device | str | None = None) -> torch.Tensor:
@@ -523,6 +785,8 @@ def random_output(name: str | Arch, problem: DIPProblem, seed: int = 0, in_chann
 
     For SR the (H, W) output goes through the downsampler, so it is compared at the observed size.
     """
+    _check_problem(problem)
+    _check_seed(seed)
     out = _untrained_output(name, tuple(problem.clean.shape), seed, in_channels, width, device)
     return _as_seen_by(problem, out)
 
@@ -556,20 +820,20 @@ def score_architecture(name: str | Arch, problem: DIPProblem | Sequence[DIPProbl
     Given a list of problems (same image size), each initialisation's random output is computed once and
     compared with every problem's observation; returns one dict per problem.
     """
-    if num_inits < 1:
-        raise ValueError(f"num_inits must be >= 1; got {num_inits}")
-    unknown = set(metrics) - set(METRICS)
-    if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; available: {list(METRICS)}")
+    device = resolve_device(device)
+    num_inits = _check_int("num_inits", num_inits, 1)
+    metrics = _check_metric_names(metrics)
+    seed = _check_seed(seed)
     single, probs, (C, H, W) = _problem_list(problem)
-    values = [{m: [] for m in metrics} for _ in probs]
+    seen = [[] for _ in probs]                   # per problem: the random output of each initialisation
     for i in range(num_inits):
         out = _untrained_output(name, (C, H, W), seed + 1000 * i, in_channels, width, device)
-        for p, vals in zip(probs, values):
-            g = _as_seen_by(p, out)
-            for m in metrics:
-                vals[m].append(METRICS[m](p.observed, g))
-    result = [{m: float(np.mean(v)) for m, v in vals.items()} for vals in values]
+        for p, g in zip(probs, seen):
+            g.append(_as_seen_by(p, out))
+    result = []
+    for p, gs in zip(probs, seen):
+        per_init = psd_scores(p.observed, gs, metrics)            # shares the spectra (see psd_scores)
+        result.append({m: float(np.mean([v[m] for v in per_init])) for m in metrics})
     return result[0] if single else result
 
 
@@ -579,6 +843,8 @@ def score_architecture(name: str | Arch, problem: DIPProblem | Sequence[DIPProbl
 
 def select_cohort(scores: Mapping[str, float], k: int) -> list[str]:
     """The ``k`` architectures with the lowest scores (ties broken by name), best first."""
+    scores = _check_scores("scores", scores)
+    k = _check_int("k", k, 1)
     if not 1 <= k <= len(scores):
         raise ValueError(f"k must be in [1, {len(scores)}]; got {k}")
     return [n for n, _ in sorted(scores.items(), key=lambda kv: (kv[1], kv[0]))[:k]]
@@ -600,12 +866,29 @@ def consensus_pick(outputs: Mapping[str, torch.Tensor], scores: Mapping[str, flo
     outputs: ``{name: (C, H, W) output}`` of the trained cohort; scores: ``{name: metric}`` (lower
     better). Returns (chosen name, consensus image (C, H, W)). Uses no ground truth.
     """
+    if not isinstance(outputs, Mapping):
+        raise ValueError(f"outputs must be a dict {{architecture name: (C, H, W) output}}; got "
+                         f"{type(outputs).__name__}")
     names = list(outputs)
     if not names:
         raise ValueError("consensus_pick needs at least one trained output")
+    scores = _check_scores("scores", scores)
     missing = [n for n in names if n not in scores]
     if missing:
         raise ValueError(f"no score for {missing}")
+    shapes = {}
+    for n in names:
+        o = outputs[n]
+        t = torch.as_tensor(o) if isinstance(o, (torch.Tensor, np.ndarray)) else None
+        if t is None or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"outputs[{n!r}] must be a real tensor (C, H, W); got {type(o).__name__}"
+                             + ("" if t is None else f" of dtype {t.dtype}"))
+        if t.ndim != 3 or not torch.isfinite(t).all():
+            raise ValueError(f"outputs[{n!r}] must be a finite (C, H, W) image; got shape {tuple(t.shape)}"
+                             + ("" if t.ndim != 3 else " with NaN or inf"))
+        shapes[n] = tuple(t.shape)
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"all outputs must share one (C, H, W); got {shapes}")
     w = torch.as_tensor(rank_weights([scores[n] for n in names]), dtype=torch.float32)
     if float(w.sum()) == 0:  # a cohort of two with distinct scores: only the best counts
         w = torch.ones_like(w)
@@ -618,6 +901,13 @@ def consensus_pick(outputs: Mapping[str, torch.Tensor], scores: Mapping[str, flo
 def isnas_pick(pool_scores: Mapping[str, float], pool_outputs: Mapping[str, torch.Tensor], k: int) -> str:
     """Cohort = the ``k`` best-scored; return the consensus pick's name."""
     cohort = select_cohort(pool_scores, k)
+    if not isinstance(pool_outputs, Mapping):
+        raise ValueError(f"pool_outputs must be a dict {{architecture name: (C, H, W) output}}; got "
+                         f"{type(pool_outputs).__name__}")
+    missing = [n for n in cohort if n not in pool_outputs]
+    if missing:
+        raise ValueError(f"pool_outputs has no trained output for the cohort members {missing}: train them "
+                         "first (every scored architecture that can enter the cohort needs an output)")
     name, _ = consensus_pick({n: pool_outputs[n] for n in cohort}, {n: pool_scores[n] for n in cohort})
     return name
 
@@ -627,6 +917,19 @@ def random_cohort_psnrs(pool_psnr: Mapping[str, float], pool_outputs: Mapping[st
     """The random-cohort baseline: draw ``k`` architectures of the trained pool at random, give them
     random scores (the official "random" metric), make the same consensus pick, read its PSNR.
     Returns (num_resamples,) PSNRs; no training."""
+    pool_psnr = _check_scores("pool_psnr", pool_psnr)
+    if not isinstance(pool_outputs, Mapping):
+        raise ValueError(f"pool_outputs must be a dict {{architecture name: (C, H, W) output}}; got "
+                         f"{type(pool_outputs).__name__}")
+    missing = [n for n in pool_psnr if n not in pool_outputs]
+    if missing:
+        raise ValueError(f"pool_outputs has no output for {missing}; pool_psnr and pool_outputs must cover "
+                         "the same architectures")
+    k = _check_int("k", k, 1)
+    if k > len(pool_psnr):
+        raise ValueError(f"k must be in [1, {len(pool_psnr)}] (the pool size); got {k}")
+    num_resamples = _check_int("num_resamples", num_resamples, 1)
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     names = list(pool_psnr)
     out = []
@@ -644,8 +947,14 @@ def train_pool(names: Sequence[str], problems: Sequence[DIPProblem], num_steps: 
     over architectures. Returns ``{name: [DIPResult per problem]}``."""
     from tqdm.auto import tqdm
 
+    names = _check_names("names", names)
+    for n in names:
+        Arch.from_name(n)
+    _problem_list(problems)
+    _check_int("num_steps", num_steps, 1)
+    _check_seed(seed)
     results = {}
-    for name in tqdm(list(names), desc=desc, leave=True):
+    for name in tqdm(names, desc=desc, leave=True):
         results[name] = fit_dip(name, list(problems), num_steps, seed=seed, **kwargs)
     return results
 
@@ -654,15 +963,39 @@ def kendall_tau(metric_values: Sequence[float], psnrs: Sequence[float]) -> float
     """Kendall's tau-b between a metric and the PSNR over a pool (scipy); negative = metric works."""
     from scipy.stats import kendalltau
 
-    a, b = np.asarray(metric_values, float), np.asarray(psnrs, float)
+    try:
+        a, b = np.asarray(metric_values, float), np.asarray(psnrs, float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"metric_values and psnrs must be 1-D sequences of real numbers; {err}") from None
     if a.shape != b.shape or a.ndim != 1 or a.size < 2:
         raise ValueError(f"need two 1-D sequences of the same length >= 2; got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("metric_values and psnrs must be finite; got NaN or inf (drop those architectures)")
     return float(kendalltau(a, b).statistic)
+
+
+def spanning_subset(scores: Mapping[str, float], n: int, include: Sequence[str] = ()) -> list[str]:
+    """``n`` architectures that span the range of ``scores``: ``include`` first (e.g. the default network
+    and the ISNAS pick, which need not be scored), then the architectures at evenly spaced ranks of the
+    score (best, ..., worst), skipping those already included; returned in that order."""
+    scores = _check_scores("scores", scores)
+    n = _check_int("n", n, 1)
+    include = [] if not include else _check_names("include", include)
+    if len(include) > n:
+        raise ValueError(f"include holds {len(include)} architectures, more than n = {n}")
+    order = [a for a in select_cohort(scores, len(scores)) if a not in include]
+    need = n - len(include)
+    if need > len(order):
+        raise ValueError(f"n = {n} needs {need} scored architectures besides include; scores has {len(order)}")
+    if need == 0:
+        return list(include)
+    ranks = np.unique(np.round(np.linspace(0, len(order) - 1, need)).astype(int))
+    return list(include) + [order[r] for r in ranks]
 
 
 __all__ = ["PRIMITIVES", "CONV_OPS", "KERNELS", "ACTIVATIONS", "Arch", "SearchSpace", "default_dip_arch",
            "sample_architectures", "UpCell", "SearchableNet", "build_model", "input_code",
            "DIPResult", "fit_dip", "STRIP", "psd", "frequency_radius", "strip_mask", "db", "psd_db_mse",
-           "strip_mse", "strip_wasserstein", "bandwidth_99", "METRICS", "random_output",
+           "strip_mse", "strip_wasserstein", "bandwidth_99", "METRICS", "psd_scores", "random_output",
            "score_architecture", "select_cohort", "rank_weights", "consensus_pick", "isnas_pick",
-           "random_cohort_psnrs", "train_pool", "kendall_tau"]
+           "random_cohort_psnrs", "train_pool", "kendall_tau", "spanning_subset"]

@@ -78,7 +78,7 @@ def test_metric_errors():
         dn.psd(np.zeros(5))
     with pytest.raises(ValueError, match="strip"):
         dn.strip_mse(np.ones((1, 4, 4)), np.ones((1, 4, 4)))   # no frequency of a 4x4 image is in the strip
-    with pytest.raises(ValueError, match="unknown metrics"):
+    with pytest.raises(ValueError, match="metrics must be a non-empty list of names"):
         dn.score_architecture(dn.default_dip_arch(2), make_problem(load_test_image("camera", 32), "denoise"),
                               metrics=["nope"])
 
@@ -157,9 +157,9 @@ def test_search_space_size():
 
 def test_bad_names_raise():
     for bad, message in [("foo", "an architecture name looks like .*; got 'foo'"),
-                         ("bilinear-conv-k3-lrelu-s101", "the skip part must be L\\*L bits of 0/1"),
-                         ("bilinear-conv-k3-lrelu-s10a1", "the skip part must be L\\*L bits of 0/1"),
-                         ("warp-conv-k3-lrelu-s1001", "primitive must be one of .*; got 'warp'"),
+                         ("bilinear-conv-k3-lrelu-s101", "the skip part .part 5. must be .s. and L\\*L bits of 0/1"),
+                         ("bilinear-conv-k3-lrelu-s10a1", "the skip part .part 5. must be .s. and L\\*L bits of 0/1"),
+                         ("warp-conv-k3-lrelu-s1001", "primitive .part 1. must be one of .*; got .warp."),
                          ("bilinear-conv-k4-lrelu-s1001", "kernel must be 1, 3, 5 or 7; got 4")]:
         with pytest.raises(ValueError, match=message):
             dn.Arch.from_name(bad)
@@ -280,3 +280,41 @@ def test_random_cohort_and_kendall():
     assert dn.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="need two 1-D sequences of the same length >= 2"):
         dn.kendall_tau([1, 2], [1, 2, 3])
+
+
+# --- the pooled PSD scorer ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [64, 32])
+def test_psd_scores_equal_the_per_metric_functions(size):
+    # score_architecture now scores through psd_scores (shared spectra, cumulative-sum bandwidth); the
+    # values must be those of the one-function-per-metric reference to round-off, on several
+    # architectures and every task
+    img = load_test_image("retina", size)
+    probs = [make_problem(img, t, seed=1, name="retina") for t in ("denoise", "inpaint", "sr")]
+    if size == 32:
+        probs = probs[:2]                # the 8x8 SR observation has no strip frequency
+    names = dn.sample_architectures(4, dn.SearchSpace(levels=2), seed=7) + [dn.default_dip_arch(2).name]
+    for name in names:
+        got = dn.score_architecture(name, probs, num_inits=2, seed=5, width=4, device="cpu")
+        for prob, scores in zip(probs, got):
+            outs = [dn.random_output(name, prob, seed=5 + 1000 * i, width=4, device="cpu") for i in range(2)]
+            for m in dn.METRICS:
+                want = np.mean([dn.METRICS[m](prob.observed, g) for g in outs])
+                assert scores[m] == pytest.approx(want, rel=1e-12, abs=1e-15), (name, prob.task, m)
+
+
+def test_psd_scores_subset_of_metrics_and_order():
+    rng = np.random.default_rng(0)
+    c, outs = rng.random((1, 16, 16)), [rng.random((1, 16, 16)) for _ in range(3)]
+    got = dn.psd_scores(c, outs, ["bandwidth 99%", "strip mse"])
+    assert [list(d) for d in got] == [["bandwidth 99%", "strip mse"]] * 3
+    for g, d in zip(outs, got):
+        assert d["strip mse"] == dn.strip_mse(c, g)
+        assert d["bandwidth 99%"] == pytest.approx(dn.bandwidth_99(g), rel=1e-12)
+
+
+def test_spanning_subset_spans_the_score_range():
+    scores = {f"a{i}": float(i) for i in range(10)}
+    assert dn.spanning_subset(scores, 3) == ["a0", "a4", "a9"]          # ranks round(linspace(0, 9, 3))
+    sub = dn.spanning_subset(scores, 5, include=["default", "a0"])
+    assert sub[:2] == ["default", "a0"] and sub[2:] == ["a1", "a5", "a9"]

@@ -74,7 +74,7 @@ def test_official_mh_rule_differs_from_the_textbook_rule():
     assert runs["official"][1] != runs["textbook"][1]
 
 
-def test_proposed_psd_scores_equal_medtut_scores():
+def test_pooled_psd_scores_equal_the_per_metric_functions():
     p = speed.bench_psd_proposal("tiny", 1, 0.0)
     assert p["max_rel_diff"] < 1e-9
 
