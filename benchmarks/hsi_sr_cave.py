@@ -7,6 +7,7 @@ have no network), and prints a table of MPSNR / SAM / ERGAS with the wall time a
 
     python benchmarks/hsi_sr_cave.py                                   # synthetic 128x128 scenes, GPU-sized
     python benchmarks/hsi_sr_cave.py --cave ~/.cache/medtut/cave_complete_ms_data.zip --size 256
+    python benchmarks/hsi_sr_cave.py --cave ... --div2k ~/.cache/medtut/DIV2K_valid_HR.zip   # RGB task on DIV2K
     python benchmarks/hsi_sr_cave.py --feats 8 --blocks 1 --steps 5 --crop 16 --test 2   # CPU smoke run
 """
 from __future__ import annotations
@@ -26,6 +27,8 @@ from medtut.metrics import mean_std, summarize
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cave", default=None, help="CAVE ZIP or extracted folder (default: synthetic scenes)")
+    ap.add_argument("--div2k", default=None, help="DIV2K_valid_HR.zip or folder for the RGB task (default: "
+                                                  "scikit-image photos and rendered synthetic scenes)")
     ap.add_argument("--size", type=int, default=128, help="scene size (synthetic) or CAVE centre crop")
     ap.add_argument("--feats", type=int, default=256)
     ap.add_argument("--blocks", type=int, default=3)
@@ -48,8 +51,11 @@ def main() -> None:
         unl_y = hsd.make_scenes(12, "train", args.size, seed=101)
         tests = {"in-distribution": hsd.make_scenes(args.test, "train", args.size, seed=200),
                  "unseen materials": hsd.make_scenes(args.test, "unseen", args.size, seed=300)}
-    rgb_y = torch.cat([hsd.rgb_photo_tiles(args.size, per_photo=8, seed=0),
-                       hsd.render_rgb(hsd.make_scenes(12, "train", args.size, seed=102))])
+    if args.div2k:
+        rgb_y = hsd.load_div2k(args.div2k, size=args.size, per_image=8, seed=0)
+    else:
+        rgb_y = torch.cat([hsd.rgb_photo_tiles(args.size, per_photo=8, seed=0),
+                           hsd.render_rgb(hsd.make_scenes(12, "train", args.size, seed=102))])
     base = hs.Config(feats=args.feats, blocks=args.blocks, crop=args.crop, batch_size=args.batch, lr=args.lr)
     arms = {"baseline": base, "+ Spectral Mixup": replace(base, mixup=True),
             "+ RGB + semi + mixup": replace(base, rgb=True, semi=True, mixup=True)}

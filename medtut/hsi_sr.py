@@ -19,6 +19,10 @@ Reads top-down like the method (Li, Dai, Konukoglu, Van Gool, WACV 2022, arXiv:2
 
 Scaled down for a CPU: 16-32 features instead of 256, one spatial-spectral block per stage instead of
 three; everything else follows the official code (defects listed in the chapter are fixed).
+
+Every public function and constructor checks its arguments where they arrive (issue 24): shapes and their
+agreement, real floating dtypes, NaN/inf, value ranges, option types and devices (through
+:func:`medtut.resolve_device`), with a ``ValueError`` naming the argument, what was expected and what arrived.
 """
 from __future__ import annotations
 
@@ -32,20 +36,37 @@ import torch
 import torch.nn as nn
 
 from .config import resolve_device
+from .data.hyperspectral import _check_float, _check_images, _check_int, _check_unit_range
 from .data.hyperspectral import degrade, projection_matrix, rgb_to_8_matrix
 from .metrics import psnr as _core_psnr
 from .train import History, fit
 from .train import TrainResult as _TrainResult
 
 
-def _check_bchw(t, name: str, channels: int | None = None) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name} must be a torch tensor (B, C, H, W); got {type(t).__name__}")
-    if t.ndim != 4 or not t.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor (B, C, H, W); got shape {tuple(t.shape)} {t.dtype}")
-    if channels is not None and t.shape[1] != channels:
-        raise ValueError(f"{name} must have {channels} channels; got {t.shape[1]} (shape {tuple(t.shape)})")
-    if not torch.isfinite(t).all():
+_check_bchw = _check_images          # (B, C, H, W), real float, non-empty, finite (shared with the data module)
+
+
+def _check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be None or a torch.Generator (torch.Generator().manual_seed(0)); "
+                         f"got {type(generator).__name__}")
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _check_matrix(name: str, M, shape: tuple[int, ...]) -> None:
+    """``M`` must be a real, finite tensor of ``shape`` (a ``-1`` in ``shape`` matches any size)."""
+    if not isinstance(M, torch.Tensor):
+        raise ValueError(f"{name} must be a torch tensor of shape {shape}; got {type(M).__name__}")
+    if M.ndim != len(shape) or any(w != -1 and g != w for g, w in zip(M.shape, shape)):
+        raise ValueError(f"{name} must be a {shape} tensor; got shape {tuple(M.shape)}")
+    if M.is_complex() or M.dtype == torch.bool:
+        raise ValueError(f"{name} must be real; got dtype {M.dtype}")
+    if not torch.isfinite(M).all():
         raise ValueError(f"{name} contains NaN or inf")
 
 
@@ -56,8 +77,9 @@ def _check_bchw(t, name: str, channels: int | None = None) -> None:
 def mixup_matrix(C: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A random normalised mixing matrix M~ (C, C) float32 on the CPU: ``M_ab ~ U(0, 1)`` divided by
     its mean column sum ``(1/C) sum_ab M_ab``, so the mean column sum of M~ is exactly 1."""
-    if not isinstance(C, (int, np.integer)) or C < 1:
+    if isinstance(C, (bool, np.bool_)) or not isinstance(C, (int, np.integer)) or C < 1:
         raise ValueError(f"C must be a positive int; got {C!r}")
+    _check_generator(generator)
     M = torch.rand(int(C), int(C), generator=generator)
     return M / (M.sum() / C)
 
@@ -81,12 +103,19 @@ def spectral_mixup(*tensors: torch.Tensor, M: torch.Tensor | None = None,
     C = tensors[0].shape[1]
     if any(t.shape[1] != C for t in tensors):
         raise ValueError(f"all tensors must have the same number of bands; got {[t.shape[1] for t in tensors]}")
+    if any(t.shape[0] != tensors[0].shape[0] for t in tensors):
+        raise ValueError(f"all tensors must have the same batch size B (one LR/HR pair per item); got "
+                         f"{[t.shape[0] for t in tensors]}")
+    _check_generator(generator)
     if M is None:
         Mn = mixup_matrix(C, generator)
     else:
+        if generator is not None:
+            raise ValueError("give M or generator, not both: a given M is used as it is (after normalisation)")
         if not isinstance(M, torch.Tensor) or tuple(M.shape) != (C, C):
             raise ValueError(f"M must be a ({C}, {C}) tensor; got "
                              f"{tuple(M.shape) if isinstance(M, torch.Tensor) else type(M).__name__}")
+        _check_matrix("M", M, (C, C))
         total = float(M.sum())
         if not math.isfinite(total) or total <= 0:
             raise ValueError(f"M must have finite entries with a positive sum; got sum {total}")
@@ -109,7 +138,7 @@ def band_groups(C: int, size: int = 8, overlap: int = 2) -> list[tuple[int, int]
     shifted to end at band C. ``band_groups(31)`` starts at 0, 6, 12, 18, 23.
     """
     for name, v in (("C", C), ("size", size), ("overlap", overlap)):
-        if not isinstance(v, (int, np.integer)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
             raise ValueError(f"{name} must be an int; got {v!r}")
     if size < 1 or not 0 <= overlap < size:
         raise ValueError(f"need size >= 1 and 0 <= overlap < size; got size={size}, overlap={overlap}")
@@ -122,17 +151,42 @@ def band_groups(C: int, size: int = 8, overlap: int = 2) -> list[tuple[int, int]
     return [(s, s + size) for s in starts]
 
 
+def _check_groups(groups, C: int) -> int:
+    """``groups`` must be a non-empty list of (start, end) int pairs of one size, inside [0, C]; the size."""
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence) or not groups:
+        raise ValueError(f"groups must be a non-empty list of (start, end) pairs, e.g. band_groups({C}); "
+                         f"got {groups!r}")
+    ok = all(isinstance(g, (tuple, list)) and len(g) == 2
+             and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in g)
+             and 0 <= g[0] < g[1] <= C for g in groups)
+    if not ok:
+        raise ValueError(f"groups must be (start, end) int pairs with 0 <= start < end <= C={C}; got {list(groups)}")
+    sizes = {int(e) - int(s) for s, e in groups}
+    if len(sizes) != 1:
+        raise ValueError(f"all groups must have the same size (one shared sub-network); got sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
 def split_groups(x: torch.Tensor, groups: Sequence[tuple[int, int]]) -> torch.Tensor:
     """(B, C, H, W) -> (G * B, size, H, W): the groups stacked along the batch (group-major)."""
+    _check_bchw(x, "x")
+    _check_groups(groups, x.shape[1])
     return torch.cat([x[:, s:e] for s, e in groups], dim=0)
 
 
 def merge_groups(parts: torch.Tensor, groups: Sequence[tuple[int, int]], C: int) -> torch.Tensor:
     """Inverse of :func:`split_groups`: (G * B, size, H, W) -> (B, C, H, W), averaging the bands where
     groups overlap (sum of the contributions divided by each band's group count)."""
+    C = _check_int("C", C, 1)
+    size = _check_groups(groups, C)
+    if not isinstance(parts, torch.Tensor) or not parts.is_floating_point():
+        raise ValueError(f"parts must be a real float tensor (G * B, size, H, W); got {type(parts).__name__}"
+                         + (f" {parts.dtype}" if isinstance(parts, torch.Tensor) else ""))
     G = len(groups)
-    if parts.ndim != 4 or parts.shape[0] % G:
+    if parts.ndim != 4 or parts.shape[0] % G or parts.shape[0] == 0:
         raise ValueError(f"parts must be (G * B, size, H, W) with G={G}; got shape {tuple(parts.shape)}")
+    if parts.shape[1] != size:
+        raise ValueError(f"parts must have {size} bands per group (the groups' size); got {parts.shape[1]}")
     B = parts.shape[0] // G
     out = parts.new_zeros((B, C, *parts.shape[-2:]))
     count = parts.new_zeros((1, C, 1, 1))
@@ -148,6 +202,8 @@ class ChannelAttention(nn.Module):
     """Squeeze-and-excitation: (B, F, H, W) scaled per channel by sigmoid(MLP(global average))."""
 
     def __init__(self, feats: int, reduction: int = 4):
+        _check_int("feats", feats, 1)
+        _check_int("reduction", reduction, 1)
         super().__init__()
         hidden = max(1, feats // reduction)
         self.mlp = nn.Sequential(nn.Conv2d(feats, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, feats, 1),
@@ -162,6 +218,8 @@ class SpatialSpectralBlock(nn.Module):
     scaled by ``res_scale`` (0.1 in the paper). Shape-preserving (B, F, H, W)."""
 
     def __init__(self, feats: int, res_scale: float = 0.1):
+        _check_int("feats", feats, 1)
+        _check_float("res_scale", res_scale)
         super().__init__()
         self.res_scale = res_scale
         self.spatial = nn.Sequential(nn.Conv2d(feats, feats, 3, padding=1), nn.ReLU(inplace=True),
@@ -189,6 +247,12 @@ def _sspn(feats: int, blocks: int, res_scale: float) -> nn.Module:
     return _Residual()
 
 
+def _check_net_sizes(res_scale: float, **counts: int) -> None:
+    for name, value in counts.items():
+        _check_int(name, value, 1)
+    _check_float("res_scale", res_scale)
+
+
 def _upsampler(feats: int) -> nn.Module:
     """x2: conv F -> 4F, PixelShuffle(2)."""
     return nn.Sequential(nn.Conv2d(feats, 4 * feats, 3, padding=1), nn.PixelShuffle(2))
@@ -201,6 +265,7 @@ class GroupNet(nn.Module):
     """
 
     def __init__(self, size: int = 8, feats: int = 32, blocks: int = 1, res_scale: float = 0.1):
+        _check_net_sizes(size=size, feats=feats, blocks=blocks, res_scale=res_scale)
         super().__init__()
         self.branch1 = nn.Sequential(nn.Conv2d(size, feats, 3, padding=1), _sspn(feats, blocks, res_scale),
                                      _upsampler(feats))
@@ -220,6 +285,7 @@ class Trunk(nn.Module):
     """
 
     def __init__(self, C: int, feats: int = 32, blocks: int = 1, res_scale: float = 0.1):
+        _check_net_sizes(C=C, feats=feats, blocks=blocks, res_scale=res_scale)
         super().__init__()
         self.head = nn.Conv2d(C, feats, 3, padding=1)
         self.body = _sspn(feats, blocks, res_scale)
@@ -241,9 +307,11 @@ class DeepShare(nn.Module):
 
     def __init__(self, C: int = 31, group_size: int = 8, overlap: int = 2, feats: int = 32, blocks: int = 1,
                  res_scale: float = 0.1, factor: int = 4):
+        if _check_int("factor", factor, 1) != 4:
+            raise ValueError(f"factor must be 4 (the network upsamples by 2 x 2); got factor={factor!r}")
+        _check_net_sizes(C=C, group_size=group_size, feats=feats, blocks=blocks, res_scale=res_scale)
+        band_groups(C, group_size, overlap)              # C against the band groups: raises if they do not fit
         super().__init__()
-        if factor != 4:
-            raise ValueError(f"the network upsamples by 2 x 2 = 4; got factor={factor}")
         self.C, self.groups, self.group_size = C, band_groups(C, group_size, overlap), group_size
         self.group_net = GroupNet(group_size, feats, blocks, res_scale)
         self.hsi_trunk = Trunk(C, feats, blocks, res_scale)
@@ -252,6 +320,11 @@ class DeepShare(nn.Module):
     def _check(self, x, x_up, C):
         _check_bchw(x, "x", C)
         _check_bchw(x_up, "x_up", C)
+        w = self.hsi_trunk.final.weight
+        for name, t in (("x", x), ("x_up", x_up)):
+            if t.dtype != w.dtype or t.device != w.device:
+                raise ValueError(f"{name} must be {w.dtype} on {w.device} like the model's weights; got {t.dtype} on "
+                                 f"{t.device} (use .to(model_device, torch.float32) or model.to(...))")
         if tuple(x_up.shape[-2:]) != (4 * x.shape[-2], 4 * x.shape[-1]) or x_up.shape[0] != x.shape[0]:
             raise ValueError(f"x_up must be (B, C, 4h, 4w) for x (B, C, h, w); got {tuple(x_up.shape)} "
                              f"for {tuple(x.shape)}")
@@ -277,9 +350,16 @@ def project(hsi: torch.Tensor, P: torch.Tensor | None = None) -> torch.Tensor:
     """(B, C, H, W) -> (B, 8, H, W) by the 31 -> 8 camera-like projection ``P`` (default
     :func:`medtut.data.hyperspectral.projection_matrix`): ``out_k = sum_c hsi_c P_ck``."""
     _check_bchw(hsi, "hsi")
+    if P is not None:
+        if not isinstance(P, (torch.Tensor, np.ndarray)):
+            raise ValueError(f"P must be None or a ({hsi.shape[1]}, K) tensor or array; got {type(P).__name__}")
+        if np.iscomplexobj(P) if isinstance(P, np.ndarray) else P.is_complex():
+            raise ValueError(f"P must be real; got dtype {P.dtype}")
     P = torch.as_tensor(projection_matrix() if P is None else P, dtype=hsi.dtype, device=hsi.device)
-    if P.ndim != 2 or P.shape[0] != hsi.shape[1]:
+    if P.ndim != 2 or P.shape[0] != hsi.shape[1] or P.shape[1] < 1:
         raise ValueError(f"P must be ({hsi.shape[1]}, K); got {tuple(P.shape)}")
+    if not torch.isfinite(P).all():
+        raise ValueError("P contains NaN or inf")
     return torch.einsum("bchw,ck->bkhw", hsi, P)
 
 
@@ -302,6 +382,8 @@ def hybrid_loss(pred: torch.Tensor, y: torch.Tensor, spatial_weight: float = 1e-
     _check_bchw(y, "y")
     if pred.shape != y.shape:
         raise ValueError(f"pred and y must have the same shape; got {tuple(pred.shape)} and {tuple(y.shape)}")
+    _check_float("spatial_weight", spatial_weight, 0.0)
+    _check_float("spectral_weight", spectral_weight, 0.0)
     l1 = (pred - y).abs().mean()
     dh = (pred[:, :, 1:] - pred[:, :, :-1]).pow(2).mean()
     dw = (pred[..., 1:] - pred[..., :-1]).pow(2).mean()
@@ -318,6 +400,11 @@ def semi_supervised_loss(model: DeepShare, x: torch.Tensor, x_up: torch.Tensor,
     x (B, C, h, w), x_up (B, C, 4h, 4w); P the fixed (C, 8) projection. No stop-gradient: both the HSI
     path and the RGB path receive gradients, as in the official code.
     """
+    if not isinstance(model, DeepShare):
+        raise ValueError(f"model must be a DeepShare network (build_model); got {type(model).__name__}")
+    _check_bchw(x, "x", model.C)
+    if P is not None:
+        _check_matrix("P", torch.as_tensor(P), (model.C, model.group_size))
     return hybrid_loss(project(model(x, x_up), P), model.forward_rgb(project(x, P), project(x_up, P)))
 
 
@@ -346,13 +433,21 @@ class Config:
     semi_fraction: float = 0.5       # used during the first half of training only
 
     def __post_init__(self):
-        if self.num_steps < 1 or self.batch_size < 1:
-            raise ValueError(f"num_steps and batch_size must be >= 1; got {self.num_steps}, {self.batch_size}")
+        for name in ("num_steps", "batch_size", "crop", "feats", "blocks", "group_size", "rgb_steps", "semi_steps"):
+            _check_int(f"Config.{name}", getattr(self, name), 1)
+        _check_int("Config.overlap", self.overlap, 0)
+        if self.overlap >= self.group_size:
+            raise ValueError(f"Config.overlap must be < group_size={self.group_size}; got {self.overlap}")
+        if _check_int("Config.factor", self.factor, 1) != 4:
+            raise ValueError(f"Config.factor must be 4 (the network upsamples by 2 x 2); got {self.factor}")
         if self.crop % self.factor or self.crop < 2 * self.factor:
             raise ValueError(f"crop must be a multiple of factor={self.factor} and >= {2 * self.factor}; "
                              f"got {self.crop}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0; got {self.lr}")
+        _check_float("Config.lr", self.lr, 0.0, strict=True)
+        _check_float("Config.res_scale", self.res_scale)
+        for name in ("mixup", "rgb", "semi"):
+            _check_bool(f"Config.{name}", getattr(self, name))
+        _check_float("Config.semi_fraction", self.semi_fraction, 0.0)
         if not 0 <= self.semi_fraction <= 1:
             raise ValueError(f"semi_fraction must be in [0, 1]; got {self.semi_fraction}")
 
@@ -366,18 +461,42 @@ def optimizer_steps(config: Config, num_steps: int | None = None) -> int:
     """Adam steps that :func:`train` takes with ``config`` for ``num_steps`` iterations (default
     ``config.num_steps``): one labelled step per iteration, plus one mixup step, ``rgb_steps`` RGB steps,
     and ``semi_steps`` unlabelled steps in the iterations ``t < semi_fraction * num_steps``."""
-    T = config.num_steps if num_steps is None else int(num_steps)
+    _check_config(config)
+    T = config.num_steps if num_steps is None else _check_int("num_steps", num_steps, 1)
     per_iter = 1 + int(config.mixup) + (config.rgb_steps if config.rgb else 0)
-    semi_iters = sum(1 for t in range(T) if t / T < config.semi_fraction) if config.semi else 0
-    return T * per_iter + semi_iters * config.semi_steps
+    return T * per_iter + (_semi_iterations(T, config.semi_fraction) * config.semi_steps if config.semi else 0)
+
+
+def _semi_iterations(T: int, fraction: float) -> int:
+    """How many t in 0..T-1 satisfy ``t / T < fraction`` (the test :func:`train` applies), in O(1)."""
+    n = min(T, max(0, math.ceil(fraction * T)))
+    while n > 0 and (n - 1) / T >= fraction:       # guard the float rounding of fraction * T
+        n -= 1
+    while n < T and n / T < fraction:
+        n += 1
+    return n
+
+
+def _check_config(config) -> None:
+    if not isinstance(config, Config):
+        raise ValueError(f"config must be a medtut.hsi_sr.Config; got {type(config).__name__}")
 
 
 def iterations_for(config: Config, budget: int) -> int:
     """The number of iterations whose :func:`optimizer_steps` is closest to ``budget`` (ties: fewer), so
     that arms with more task terms per iteration can be compared at an equal number of Adam steps."""
-    if budget < 1:
-        raise ValueError(f"budget must be >= 1 optimiser step; got {budget}")
-    best = min(range(1, budget + 1), key=lambda T: (abs(optimizer_steps(config, T) - budget), T))
+    _check_config(config)
+    if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget must be an int >= 1 optimiser step; got {budget!r}")
+    # optimizer_steps grows with T, so the scan can stop at the first T that overshoots the budget
+    best, best_key = 1, None
+    for T in range(1, int(budget) + 1):
+        steps = optimizer_steps(config, T)
+        key = (abs(steps - budget), T)
+        if best_key is None or key < best_key:
+            best, best_key = T, key
+        if steps >= budget:
+            break
     return best
 
 
@@ -399,8 +518,17 @@ class CropSampler:
     def __init__(self, y: torch.Tensor, crop: int, factor: int, batch_size: int, seed: int,
                  lr_only: bool = False):
         _check_bchw(y, "images")
+        _check_int("factor", factor, 1)
+        _check_int("crop", crop, factor)
+        if crop % factor:
+            raise ValueError(f"crop must be a multiple of factor={factor}; got {crop}")
+        _check_int("batch_size", batch_size, 1)
+        _check_int("seed", seed, 0)
+        _check_bool("lr_only", lr_only)
         if min(y.shape[-2:]) < crop:
             raise ValueError(f"images ({tuple(y.shape[-2:])}) are smaller than the crop {crop}")
+        if y.shape[-1] % factor or y.shape[-2] % factor:
+            raise ValueError(f"images' H and W must be divisible by factor={factor}; got {tuple(y.shape[-2:])}")
         self.y = y
         self.x, self.x_up = degrade(y, factor)
         self.crop, self.factor, self.batch_size, self.lr_only = crop, factor, batch_size, lr_only
@@ -428,11 +556,15 @@ class CropSampler:
 def build_model(config: Config = Config(), C: int = 31, seed: int = 0,
                 device: torch.device | str | None = None) -> DeepShare:
     """A :class:`DeepShare` network with weights drawn from ``seed`` (global RNG untouched)."""
+    _check_config(config)
+    _check_int("C", C, config.group_size)
+    _check_int("seed", seed, 0)
+    device = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DeepShare(C, config.group_size, config.overlap, config.feats, config.blocks, config.res_scale,
                           config.factor)
-    return model.to(resolve_device(device))
+    return model.to(device)
 
 
 def train(train_y: torch.Tensor, config: Config = Config(), *, rgb_images: torch.Tensor | None = None,
@@ -452,15 +584,25 @@ def train(train_y: torch.Tensor, config: Config = Config(), *, rgb_images: torch
     in shape). Crops, mixup matrices and model weights come from generators seeded by ``seed``, one per
     stream, so the labelled crops are identical across arms with the same seed.
     """
+    _check_config(config)
     _check_bchw(train_y, "train_y")
+    _check_unit_range(train_y, "train_y")
+    if train_y.shape[1] < config.group_size:
+        raise ValueError(f"train_y must have at least group_size={config.group_size} bands; got {train_y.shape[1]}")
     if config.rgb:
         if rgb_images is None:
             raise ValueError("config.rgb=True needs rgb_images (M, 3, H, W)")
         _check_bchw(rgb_images, "rgb_images", 3)
+        _check_unit_range(rgb_images, "rgb_images")
     if config.semi:
         if unlabelled_y is None:
             raise ValueError("config.semi=True needs unlabelled_y (K, C, H, W) (only its LR version is used)")
         _check_bchw(unlabelled_y, "unlabelled_y", train_y.shape[1])
+        _check_unit_range(unlabelled_y, "unlabelled_y")
+    _check_int("seed", seed, 0)
+    _check_bool("progress", progress)
+    if desc is not None and not isinstance(desc, str):
+        raise ValueError(f"desc must be None or a string; got {type(desc).__name__}")
     device = resolve_device(device)
     C = train_y.shape[1]
     model = build_model(config, C, seed, device)
@@ -524,7 +666,9 @@ def _pair(pred, ref) -> tuple[np.ndarray, np.ndarray]:
         if a.ndim == 4 and a.shape[0] == 1:
             a = a[0]
         if a.ndim != 3 or not np.issubdtype(a.dtype, np.floating):
-            raise ValueError(f"{name} must be a float image (C, H, W); got shape {a.shape} {a.dtype}")
+            raise ValueError(f"{name} must be a real float image (C, H, W); got shape {a.shape} {a.dtype}")
+        if a.size == 0:
+            raise ValueError(f"{name} must be non-empty (C, H, W); got shape {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or inf")
         out.append(a.astype(np.float64))
@@ -536,6 +680,7 @@ def _pair(pred, ref) -> tuple[np.ndarray, np.ndarray]:
 def mpsnr(pred, ref, data_range: float = 1.0) -> float:
     """Mean over bands of the per-band PSNR (dB), data range 1; via :func:`medtut.metrics.psnr`."""
     p, r = _pair(pred, ref)
+    _check_float("data_range", data_range, 0.0, strict=True)
     return float(np.mean([_core_psnr(p[b], r[b], data_range=data_range) for b in range(len(p))]))
 
 
@@ -545,6 +690,7 @@ def sam(pred, ref, eps: float = 1e-12) -> float:
     Scale-invariant per pixel (``sam(x, 2 x) = 0``); pixels where either spectrum is zero are skipped.
     """
     p, r = _pair(pred, ref)
+    _check_float("eps", eps, 0.0)
     dot = (p * r).sum(0)
     norm = np.linalg.norm(p, axis=0) * np.linalg.norm(r, axis=0)
     valid = norm > eps
@@ -558,8 +704,8 @@ def ergas(pred, ref, ratio: int = 4, eps: float = 1e-12) -> float:
     """ERGAS = (100 / r) sqrt((1/C) sum_b RMSE_b^2 / mu_b^2), r = ``ratio``, mu_b the mean of reference
     band b (bands with mu_b = 0 are rejected)."""
     p, r = _pair(pred, ref)
-    if ratio <= 0:
-        raise ValueError(f"ratio must be > 0; got {ratio}")
+    _check_float("ratio", ratio, 0.0, strict=True)
+    _check_float("eps", eps, 0.0)
     mu = r.mean(axis=(1, 2))
     if (np.abs(mu) < eps).any():
         raise ValueError("a reference band has zero mean: ERGAS is undefined")
@@ -573,12 +719,23 @@ METRICS = {"MPSNR": mpsnr, "SAM": sam, "ERGAS": ergas}
 @torch.no_grad()
 def super_resolve(model: DeepShare | None, y: torch.Tensor, factor: int = 4, batch_size: int = 8,
                   device: torch.device | str | None = None) -> torch.Tensor:
-    """SR of the x4-degraded ``y`` (N, C, H, W) -> (N, C, H, W) on the CPU; ``model=None`` gives bicubic."""
+    """SR of the x4-degraded ``y`` (N, C, H, W) -> (N, C, H, W) on the CPU; ``model=None`` gives bicubic.
+
+    The model runs where its parameters are, or on ``device`` (checked by :func:`medtut.resolve_device`)."""
     _check_bchw(y, "y")
+    _check_int("factor", factor, 1)
+    _check_int("batch_size", batch_size, 1)
+    if model is not None:
+        if not isinstance(model, DeepShare):
+            raise ValueError(f"model must be None (bicubic) or a DeepShare network; got {type(model).__name__}")
+        if factor != 4:
+            raise ValueError(f"factor must be 4 for a DeepShare model (it upsamples x4); got {factor}")
+        if y.shape[1] != model.C:
+            raise ValueError(f"y must have the model's {model.C} bands; got {y.shape[1]} (shape {tuple(y.shape)})")
+        device = resolve_device(device) if device is not None else next(model.parameters()).device
     x, u = degrade(y, factor)
     if model is None:
         return u
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = torch.cat([model(x[i:i + batch_size].to(device), u[i:i + batch_size].to(device)).cpu()

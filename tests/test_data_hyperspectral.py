@@ -151,3 +151,41 @@ def test_cave_split_and_registry():
     assert len(set(sum(split.values(), []))) == 32
     ds = REGISTRY["cave"]
     assert ds.url.startswith("https://") and ds.url.endswith(".zip") and not ds.extract
+
+
+def _write_div2k_zip(path, count=3, shape=(72, 88)):
+    """A DIV2K-like ZIP: DIV2K_valid_HR/0801.png ... (8-bit RGB), plus a file that is not an image."""
+    rng = np.random.default_rng(1)
+    photos = [rng.integers(0, 256, size=(*shape, 3)).astype(np.uint8) for _ in range(count)]
+    with zipfile.ZipFile(path, "w") as z:
+        for k, photo in enumerate(photos):
+            z.writestr(f"DIV2K_valid_HR/{801 + k:04d}.png", _png(photo))
+        z.writestr("DIV2K_valid_HR/readme.txt", b"not an image")
+    return photos
+
+
+def test_div2k_loader_parses_a_tiny_zip_and_folder(tmp_path):
+    archive = tmp_path / "DIV2K_valid_HR.zip"
+    photos = _write_div2k_zip(archive)
+    tiles = hsd.load_div2k(archive, num_images=2, size=16, per_image=3, seed=0)
+    assert tiles.shape == (6, 3, 16, 16) and tiles.dtype == torch.float32
+    assert 0 <= float(tiles.min()) and float(tiles.max()) <= 1
+    assert torch.equal(tiles, hsd.load_div2k(archive, num_images=2, size=16, per_image=3, seed=0))
+    # each tile is a crop of the photo decoded to linear RGB (gamma 2.2) and shrunk by 2 (antialiased)
+    lin = torch.from_numpy(photos[0].astype(np.float32) / 255).permute(2, 0, 1)[None] ** 2.2
+    small = torch.nn.functional.interpolate(lin, scale_factor=0.5, mode="bilinear", antialias=True,
+                                            align_corners=False)[0]
+    rng = np.random.default_rng(0)
+    i, j = int(rng.integers(0, 36 - 16 + 1)), int(rng.integers(0, 44 - 16 + 1))
+    assert torch.allclose(tiles[0], small[:, i:i + 16, j:j + 16].clamp(0, 1))
+    assert len(hsd.load_div2k(archive, size=16, per_image=1)) == 3           # every image by default
+    # the same from an extracted folder
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "extracted")
+    assert torch.equal(hsd.load_div2k(tmp_path / "extracted", num_images=2, size=16, per_image=3, seed=0), tiles)
+
+
+def test_div2k_is_registered_with_its_published_checksum():
+    ds = REGISTRY["div2k_valid_hr"]
+    assert ds.url == "https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_valid_HR.zip" and not ds.extract
+    assert ds.hash_type == "sha256" and len(ds.hash_value) == 64 and ds.filename == "DIV2K_valid_HR.zip"
