@@ -219,6 +219,40 @@ def check(fn: Callable, reference: Callable, inputs: Iterable | Callable[[np.ran
     return result
 
 
+def check_cases(fn: Callable, cases: Sequence[tuple[str, Any, Any]], *, atol: float = 1e-5, rtol: float = 1e-4,
+                name: str | None = None, raise_on_fail: bool = True) -> CheckResult:
+    """Check ``fn`` on hand-built cases whose answers the text already states.
+
+    cases: ``(description, arguments, expected)`` triples, e.g. ``("identical maps give 1", (a, a, 2),
+    torch.ones(1))``; the arguments are a tuple of positional arguments, a dict of keyword arguments or a
+    single argument. On a mismatch the message names the case's description and what differs (never the
+    expected value). For an exercise, these are the *visible* checks; tests on inputs the text never shows
+    go in the instructor's hidden tests.
+    """
+    label = name or getattr(fn, "__name__", "your function")
+    if not cases:
+        raise ValueError("check_cases needs at least one (description, arguments, expected) case")
+    for description, args, want in cases:
+        try:
+            got = _call(fn, args)
+        except NotImplementedError:
+            msg = "not implemented yet: replace the `raise NotImplementedError` with your code"
+        except Exception as err:  # report the student's error in context rather than a bare traceback
+            msg = f"{description}: raised {type(err).__name__}: {err}"
+        else:
+            diff = _compare(got, want, atol, rtol)
+            msg = f"{description}: {diff}" if diff else None
+        if msg:
+            result = CheckResult(False, f"✗ {label}: {msg}")
+            print(result.message)
+            if raise_on_fail:
+                raise CheckFailed(result.message)
+            return result
+    result = CheckResult(True, f"✓ {label} passes the {len(cases)} stated case(s)")
+    print(result.message)
+    return result
+
+
 def check_value(value: Any, expected: Any, *, atol: float = 1e-5, rtol: float = 1e-4, name: str = "answer",
                 raise_on_fail: bool = True) -> CheckResult:
     """Compare a computed value (number, array, tensor, tuple) with the expected one."""
@@ -244,4 +278,4 @@ def check_choice(answer: str, correct: str | Sequence[str], *, explanation: str 
     return CheckResult(ok, msg)
 
 
-__all__ = ["check", "check_value", "check_choice", "CheckFailed", "CheckResult"]
+__all__ = ["check", "check_cases", "check_value", "check_choice", "CheckFailed", "CheckResult"]
