@@ -23,13 +23,13 @@ from medtut import mem3d as m3
 from medtut.data.tubes import make_tube_dataset
 from medtut.metrics import mean_std
 
-SIZE, DEPTH = 64, 32
+SIZE, DEPTH = medtut.budget(full=(96, 48), quick=(64, 32))
 N_TRAIN = medtut.budget(full=32, quick=12)
-N_TEST = medtut.budget(full=6, quick=2)
+N_TEST = medtut.budget(full=4, quick=2)
 MEM_STEPS = medtut.budget(full=700, quick=40)
 IN_STEPS = medtut.budget(full=300, quick=40)
 SEEDS = medtut.budget(full=[0, 1, 2], quick=[0])
-USERS = ["click"]
+USERS = medtut.budget(full=list(m3.USER_KINDS), quick=["click"])
 ROUNDS = 6
 
 
@@ -75,6 +75,9 @@ def main(gpu_timing: bool = False) -> None:
                 print(f"  {strategy:8s} " + "  ".join(mean_std(v[:, r]) for r in range(ROUNDS)))
             diff = np.array([table[s, kind, "quality"] - table[s, kind, "random"] for s in SEEDS])
             print("  quality − random, rounds 2-6: " + "  ".join(mean_std(diff[:, r], "+.3f") for r in range(1, ROUNDS)))
+            print("  oracle − quality, rounds 2-6: " + "  ".join(
+                mean_std(np.array([table[s, kind, "oracle"] - table[s, kind, "quality"] for s in SEEDS])[:, r], "+.3f")
+                for r in range(1, ROUNDS)))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

@@ -20,14 +20,40 @@ Sections, in the order of the paper's method:
    widget and the simulated user both drive: Segment / Propagate / Suggest next / Undo),
    :func:`select_next_slice`, :func:`run_session`, :func:`noi`.
 7. Baselines and metrics: :func:`copy_propagate`, :func:`segment_2d`, :func:`slice_dice`, :func:`dice_3d`.
-8. The interactive tool: :func:`interactive_tool` (ipywidgets) and :func:`draw_session` (its static twin).
+8. The interactive tool: :class:`SessionTool` (the reader's actions on a session; mouse position → voxel:
+   :func:`pixel_from_event`, :func:`pixel_from_dom`; drag → scribble: :func:`stroke_pixels`), its widgets
+   :func:`interactive_tool` (ipympl, ipyevents or sliders) and :func:`draw_session` (the static twin).
 
-Departures from the paper (all said again in the notebook): small encoders trained from scratch on
-64² or 96² slices instead of ImageNet/YouTube-VOS ResNet-50s at 512²; two coordinate channels in both
-encoders so that keys carry position (look-alike objects make appearance-only keys ambiguous); each side
-of an annotated slice is propagated separately (the official code interleaves both sides in one
-sequence); one f_In for all interaction kinds instead of one per kind; BCE + Dice instead of BCE +
-Lovász.
+Departures from the paper and from the official code (every one of them; all said again in the notebook):
+
+* **Scale.** Small encoders (3 levels, strides 1-2-4, 16/32/64 channels; keys 16 + 16, values 32 + 1
+  channels) trained from scratch on 64² or 96² slices, instead of ResNet-50s to stride 16 pretrained on
+  ImageNet / YouTube-VOS at 512² (keys 128, values 512 channels); the decoder ends at stride 2, not 4.
+* **Coordinate channels.** Both encoders get two extra input channels, the pixel's y and x in [-1, 1].
+* **Positional key code** (:func:`position_code`, ``MemoryNetwork._with_position``): the learned part of
+  every key is scaled to norm √key_dim and followed by 16 channels of cos / sin of the coordinates,
+  weighted by a learned scale, so that k_q · k_j also says *where* (look-alike objects make what-only keys
+  ambiguous). Not in the paper or the official code.
+* **Pooled mask in the values** (:meth:`MemoryNetwork.encode_memory`): each memory value carries its
+  slice's mask average-pooled to stride 4 as one extra channel, so one channel of the read is the
+  attention-weighted memory mask; the decoder sees it mapped to [-1, 1] beside group-normalised feature
+  maps. Not in the paper or the official code.
+* **Leaky ReLUs, no normalisation layers** (``_conv``): LeakyReLU(0.1) everywhere in f_Mem's encoders
+  and decoder (plain ReLUs of the memory encoder died in our runs without batch norm); the quality head's
+  input features are group-normalised (unit scale, keeps its sigmoid out of saturation).
+* **Quality head**: a small conv + mean/max-pool + MLP on [detached stride-4 features, pooled binarised
+  mask, pooled max(p, 1 − p)]; quality loss weight 1 (the paper's MSE(100 q̂, 100 IoU)/1000 amounts to 10,
+  with which the sigmoid saturated at our learning rate); target the soft IoU with +1 smoothing
+  (:func:`soft_iou`).
+* **Training**: 5-slice recurrent sequences with skips 1-4 (paper: 3-slice samples, max skip 3 → 5),
+  Adam lr 1e-3 (paper 1e-5), BCE + Dice instead of BCE + Lovász, rotation / flip augmentation.
+* **Propagation**: each side of an annotated slice separately (the official code interleaves both sides
+  in one sequence, so its "previous slice" is the mirror slice); every slice keeps the prediction of its
+  nearest annotated slice; slices predicted empty get q̂ = 1 (never suggested), as in the official code.
+* **f_In**: one MONAI U-Net for all interaction kinds on [image, positive, negative] maps (the paper trains
+  one network per kind); boxes are encoded as a negative map outside the box.
+* **Selection**: the quality pick (argmin q̂) is what we evaluate; the official evaluation script selects by
+  the ground truth (our ``"oracle"``, an upper bound) with the quality choice commented out.
 """
 from __future__ import annotations
 
@@ -910,6 +936,14 @@ class InteractiveSession:
         self.owner[z] = z
         return self.annotations[z]
 
+    def mark_background(self, z: int) -> None:
+        """Annotate slice z as empty (the object is not there): it joins the memory with an empty mask."""
+        self._check_z(z)
+        self._snapshot()
+        self.annotations[z] = np.zeros(self.image.shape[1:], bool)
+        self.probs[z] = 0.0
+        self.q_hat[z], self.owner[z] = 1.0, z
+
     def propagate(self, z: int | None = None) -> None:
         """Propagate from annotated slice z towards both sides, up to its annotated neighbours (beyond the
         outermost annotation: to the volume's end). A slice keeps the prediction of its nearest annotated
@@ -1006,10 +1040,7 @@ def run_session(volume: dict, f_in: nn.Module, f_mem: MemoryNetwork, user: Simul
                 session.interact(z, user.correct(pred, gt[z]))
                 session.segment(z)
         else:   # the suggested slice is empty: the user marks it as background
-            session._snapshot()
-            session.annotations[z] = np.zeros(gt[z].shape, bool)
-            session.probs[z] = 0.0
-            session.q_hat[z], session.owner[z] = 1.0, z
+            session.mark_background(z)
         session.propagate(z)
         mask = session.mask
         sd = slice_dice(mask, gt)
@@ -1062,12 +1093,107 @@ def segment_2d(net: nn.Module, image) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # 8. the interactive tool and its static twin
 # ------------------------------------------------------------------------------------------------
-def draw_session(session: InteractiveSession, z: int, gt=None, suggested: int | None = None, title: str = ""):
-    """Slice z with the current mask (and the ground truth's contour), and the q̂ bar chart with the
-    annotated slices and the suggested one marked. Returns the matplotlib Figure."""
-    import matplotlib.pyplot as plt
+#: what a press on the slice does: a Gaussian click (positive / negative), one corner of a box (two presses),
+#: or the start of a scribble drawn by press-drag-release (positive / negative)
+TOOLS = ("positive click", "negative click", "box", "positive scribble", "negative scribble")
+WIDGET_BACKENDS = ("auto", "ipympl", "ipyevents", "sliders")
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.6]})
+
+def _check_shape2(shape) -> tuple[int, int]:
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 2
+            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape)):
+        raise ValueError(f"shape must be (H, W), two positive ints; got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _finite_number(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    return float(value)
+
+
+def pixel_from_data(xdata, ydata, shape) -> tuple[int, int] | None:
+    """ipympl / matplotlib: the (row, col) under data position (xdata, ydata) of an ``imshow`` axes.
+
+    ``imshow`` with its default extent puts pixel (r, c) on [c − ½, c + ½) × [r − ½, r + ½) of the data
+    coordinates (x = column, y = row, y pointing down), so row = ⌊y + ½⌋, col = ⌊x + ½⌋. shape: (H, W).
+    Returns None outside the picture or when the event carries no data position (``None``: outside any
+    axes)."""
+    h, w = _check_shape2(shape)
+    if xdata is None or ydata is None:
+        return None
+    x, y = _finite_number("xdata", xdata), _finite_number("ydata", ydata)
+    row, col = math.floor(y + 0.5), math.floor(x + 0.5)
+    return (row, col) if 0 <= row < h and 0 <= col < w else None
+
+
+def pixel_from_event(event, ax, shape) -> tuple[int, int] | None:
+    """A matplotlib mouse event (what ipympl's ``mpl_connect`` callbacks receive) → (row, col) of the
+    picture drawn by ``imshow`` in ``ax``; None when the event is in another axes or outside the picture."""
+    if getattr(event, "inaxes", None) is not ax:
+        return None
+    return pixel_from_data(event.xdata, event.ydata, shape)
+
+
+def pixel_from_dom(relative_x, relative_y, width, height, shape) -> tuple[int, int] | None:
+    """ipyevents: the (row, col) under a mouse event at (``relativeX``, ``relativeY``) screen pixels from the
+    top-left corner of a picture shown ``width`` × ``height`` screen pixels (``boundingRectWidth`` /
+    ``Height``) that holds exactly the (H, W) slice: col = ⌊x · W / width⌋, row = ⌊y · H / height⌋.
+    None outside the picture."""
+    h, w = _check_shape2(shape)
+    x, y = _finite_number("relative_x", relative_x), _finite_number("relative_y", relative_y)
+    width, height = _finite_number("width", width), _finite_number("height", height)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"width and height must be > 0 screen pixels; got {width} and {height}")
+    row, col = math.floor(y * h / height), math.floor(x * w / width)
+    return (row, col) if 0 <= row < h and 0 <= col < w else None
+
+
+def stroke_pixels(points, shape) -> np.ndarray:
+    """The pixels of a drag: consecutive (row, col) points joined by straight lines → (H, W) bool."""
+    from skimage.draw import line
+
+    h, w = _check_shape2(shape)
+    pts = [tuple(int(v) for v in p) for p in points]
+    if not pts or any(len(p) != 2 or not (0 <= p[0] < h and 0 <= p[1] < w) for p in pts):
+        raise ValueError(f"points must be a non-empty list of (row, col) inside the {h}×{w} slice; got {points!r}")
+    out = np.zeros((h, w), bool)
+    out[pts[0]] = True
+    for (r0, c0), (r1, c1) in zip(pts[:-1], pts[1:]):
+        rr, cc = line(r0, c0, r1, c1)
+        out[rr, cc] = True
+    return out
+
+
+def interaction_maps(tool: str, points, shape, sigma: float | None = None) -> np.ndarray:
+    """The (2, H, W) float32 interaction maps (channel 0 positive, 1 negative) of one reader action, encoded
+    as :class:`SimulatedUser` encodes its own: a click is a Gaussian of std ``sigma`` px (default H/32) at
+    its one point; a box (two corner points) sets the negative map to 1 outside it; a scribble is the
+    drag's stroke (:func:`stroke_pixels`) dilated by 1 px."""
+    if tool not in TOOLS:
+        raise ValueError(f"tool must be one of {TOOLS}; got {tool!r}")
+    h, w = _check_shape2(shape)
+    pts = [tuple(int(v) for v in p) for p in points]
+    need = {"box": 2}.get(tool, 1 if "click" in tool else None)
+    if (need is not None and len(pts) != need) or not pts:
+        raise ValueError(f"tool {tool!r} needs {need or 'at least 1'} (row, col) point(s); got {len(pts)}")
+    if any(not (0 <= r < h and 0 <= c < w) for r, c in pts):
+        raise ValueError(f"points must lie inside the {h}×{w} slice; got {pts}")
+    maps = np.zeros((2, h, w), np.float32)
+    channel = 1 if tool.startswith("negative") else 0
+    if "click" in tool:
+        maps[channel] = _gaussian_map((h, w), pts, sigma if sigma is not None else h / 32)
+    elif tool == "box":
+        (y0, x0), (y1, x1) = pts
+        maps[1] = 1.0
+        maps[1, min(y0, y1):max(y0, y1) + 1, min(x0, x1):max(x0, x1) + 1] = 0.0
+    else:
+        maps[channel] = ndimage.binary_dilation(stroke_pixels(pts, (h, w))).astype(np.float32)
+    return maps
+
+
+def _draw_slice(ax, session: InteractiveSession, z: int, gt=None, pending=()):
     ax.imshow(session.image[z], cmap="gray", vmin=0, vmax=1)
     m = np.ma.masked_where(~session.mask[z], session.mask[z])
     ax.imshow(m, cmap="autumn", alpha=0.45, vmin=0, vmax=1)
@@ -1075,127 +1201,399 @@ def draw_session(session: InteractiveSession, z: int, gt=None, suggested: int | 
         ax.contour(np.asarray(gt)[z], [0.5], colors="#56B4E9", linewidths=1.2)
     if z in session.maps:
         mp = session.maps[z]
-        ax.contour(mp[0], [0.5], colors="#009E73", linewidths=1)
-        ax.contour(mp[1], [0.5], colors="#CC79A7", linewidths=1)
-    ax.set_title(title or f"slice {z}" + (" (annotated)" if z in session.annotations else ""))
-    ax.axis("off")
+        for k, colour in ((0, "#009E73"), (1, "#CC79A7")):
+            if mp[k].max() > 0.5:
+                ax.contour(mp[k], [0.5], colors=colour, linewidths=1)
+    if len(pending):
+        p = np.array(pending)
+        ax.plot(p[:, 1], p[:, 0], "-+", color="#F0E442", lw=1.5, ms=6)
+    ax.set_xlim(-0.5, session.image.shape[2] - 0.5)
+    ax.set_ylim(session.image.shape[1] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _draw_quality(bx, session: InteractiveSession, z: int | None = None, suggested: int | None = None):
     d = len(session.image)
     colors = np.where(session.annotated, "#999999", "#0072B2").astype(object)
     if suggested is not None:
         colors[suggested] = "#D55E00"
     bx.bar(np.arange(d), session.q_hat, color=list(colors))
+    if z is not None:
+        bx.axvline(z, color="k", lw=0.8, ls=":")
     bx.set_xlabel("slice z")
     bx.set_ylabel("predicted quality q̂")
     bx.set_ylim(0, 1.05)
     bx.set_title("q̂ per slice (grey: annotated" + (", orange: suggested)" if suggested is not None else ")"))
+
+
+def draw_session(session: InteractiveSession, z: int, gt=None, suggested: int | None = None, title: str = "",
+                 fig=None):
+    """Slice z with the current mask (and the ground truth's contour, the interactions given on it), and the
+    q̂ bar chart with the annotated slices and the suggested one marked. ``fig``: a Figure to draw into
+    (cleared; the live ipympl canvas), default a new pyplot figure. Returns the Figure."""
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(10, 3.6))
+    fig.clear()
+    ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    _draw_slice(ax, session, z, gt)
+    ax.set_title(title or f"slice {z}" + (" (annotated)" if z in session.annotations else ""))
+    _draw_quality(bx, session, None, suggested)
     fig.tight_layout()
     return fig
 
 
-def interactive_tool(session: InteractiveSession, gt=None, start: int | None = None):
-    """An ipywidgets tool on a session: a slice slider, a tool toggle (positive / negative click, box
-    corner pair, scribble point), buttons Segment / Propagate / Suggest next / Undo, and the q̂ bar chart.
-    Clicks on the image are read with ipyevents when installed; without it, the click position is typed
-    into two boxes. Returns the widget box (None outside a live kernel: draw the static twin instead)."""
-    from .widgets import has_live_kernel
+class SessionTool:
+    """The interactive tool without its widgets: what the reader does becomes calls on an
+    :class:`InteractiveSession`, so a live frontend (ipympl canvas, ipyevents picture or sliders) and the
+    headless simulated-user twin drive the same controller.
 
-    if not has_live_kernel():
-        return None
+    The reader's actions: :meth:`set_slice`, :meth:`set_tool` (one of ``TOOLS``), mouse
+    :meth:`press` / :meth:`move` / :meth:`release` at a (row, col) of the slice (a click acts on press;
+    a box takes two presses; a scribble is press-drag-release), and the buttons :meth:`segment`,
+    :meth:`propagate`, :meth:`suggest_next`, :meth:`undo`. Every finished interaction is added to the
+    slice's maps and f_In re-segments the slice (``auto_segment``), as the simulated user's rounds do.
+    ``on_change`` (set by a frontend) is called after every change; ``widget`` is the ipywidgets
+    container (None headless); ``backend`` the frontend in use.
+    """
+
+    def __init__(self, session: InteractiveSession, gt=None, z: int | None = None, auto_segment: bool = True):
+        if not isinstance(session, InteractiveSession):
+            raise ValueError(f"session must be an InteractiveSession; got {type(session).__name__}")
+        if gt is not None:
+            gt = np.asarray(gt).astype(bool)
+            if gt.shape != session.image.shape:
+                raise ValueError(f"gt must have the volume's shape {session.image.shape}; got {gt.shape}")
+        self.session, self.gt, self.auto_segment = session, gt, auto_segment
+        self.shape = session.image.shape[1:]
+        self.z = len(session.image) // 2 if z is None else z
+        session._check_z(self.z)
+        self.tool, self.suggested = TOOLS[0], None
+        self.pending: list[tuple[int, int]] = []      # box corner or scribble points not yet finished
+        self._dragging = False
+        self.on_change = None
+        self.widget, self.backend = None, None
+        self.message = ""
+
+    # -- reader actions ---------------------------------------------------------------------------
+    def set_slice(self, z: int) -> None:
+        self.session._check_z(z)
+        self.z, self.pending, self._dragging = int(z), [], False
+        self._changed()
+
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise ValueError(f"tool must be one of {TOOLS}; got {tool!r}")
+        self.tool, self.pending, self._dragging = tool, [], False
+        self._changed()
+
+    def _pixel(self, row, col) -> tuple[int, int]:
+        h, w = self.shape
+        if isinstance(row, bool) or isinstance(col, bool) or not isinstance(row, (int, np.integer)) \
+                or not isinstance(col, (int, np.integer)) or not (0 <= row < h and 0 <= col < w):
+            raise ValueError(f"(row, col) must be integer pixel indices inside the {h}×{w} slice; got ({row!r}, {col!r})")
+        return int(row), int(col)
+
+    def press(self, row: int, col: int) -> bool:
+        """Mouse button down on pixel (row, col). Returns True when it completed an interaction."""
+        p = self._pixel(row, col)
+        if "click" in self.tool:
+            return self._add(interaction_maps(self.tool, [p], self.shape))
+        if self.tool == "box":
+            self.pending.append(p)
+            if len(self.pending) == 2:
+                corners, self.pending = self.pending, []
+                return self._add(interaction_maps("box", corners, self.shape))
+            self.message = "box: press the opposite corner"
+            self._changed()
+            return False
+        self.pending, self._dragging = [p], True
+        self._changed()
+        return False
+
+    def move(self, row: int, col: int) -> None:
+        """Mouse moved to (row, col) with the button held: extends a scribble being drawn."""
+        p = self._pixel(row, col)
+        if self._dragging and p != self.pending[-1]:
+            self.pending.append(p)
+
+    def release(self, row: int | None = None, col: int | None = None) -> bool:
+        """Mouse button up (at (row, col), or outside the slice: None). Finishes a scribble."""
+        if not self._dragging:
+            return False
+        if row is not None and col is not None:
+            self.move(row, col)
+        points, self.pending, self._dragging = self.pending, [], False
+        return self._add(interaction_maps(self.tool, points, self.shape))
+
+    def add_maps(self, maps) -> bool:
+        """Add ready-made interaction maps (2, H, W) on the current slice (e.g. a :class:`SimulatedUser`'s)."""
+        return self._add(np.asarray(maps, np.float32))
+
+    def _add(self, maps) -> bool:
+        self.session.interact(self.z, maps)
+        if self.auto_segment:
+            self.session.segment(self.z)
+        self.message = f"{self.tool} on slice {self.z}"
+        self._changed()
+        return True
+
+    # -- buttons ----------------------------------------------------------------------------------
+    def segment(self) -> None:
+        """Segment: f_In on the current slice with its interactions (the slice becomes annotated)."""
+        if self.z not in self.session.maps:
+            self.message = f"slice {self.z} has no interaction yet: click on it first"
+        else:
+            self.session.segment(self.z)
+            self.message = f"segmented slice {self.z}"
+        self._changed()
+
+    def propagate(self) -> None:
+        """Propagate from the current slice if it is annotated, else from every annotated slice."""
+        if not self.session.annotations:
+            self.message = "nothing is annotated yet: segment a slice first"
+        else:
+            self.session.propagate(self.z if self.z in self.session.annotations else None)
+            self.message = "propagated"
+        self._changed()
+
+    def suggest_next(self, strategy: str = "quality") -> int | None:
+        """Suggest next: the slice to annotate (argmin q̂), which becomes the current slice."""
+        if not self.session.annotations:
+            self.message = "nothing is annotated yet: segment a slice first"
+            self._changed()
+            return None
+        self.suggested = self.session.suggest_next(strategy)
+        self.set_slice(self.suggested)
+        return self.suggested
+
+    def undo(self) -> bool:
+        self.pending, self._dragging = [], False
+        done = self.session.undo()
+        self.message = "undone" if done else "nothing to undo"
+        self._changed()
+        return done
+
+    # -- drawing ----------------------------------------------------------------------------------
+    def status(self) -> str:
+        msg = f"slice {self.z} · tool: {self.tool} · annotated: {sorted(self.session.annotations)}"
+        if self.gt is not None and self.session.annotations:
+            msg += f" · 3-D Dice {dice_3d(self.session.mask, self.gt):.3f}"
+        return msg + (f" · {self.message}" if self.message else "")
+
+    def draw(self, fig=None, title: str = ""):
+        """The slice (with the stroke being drawn) and the q̂ bar chart into ``fig`` (default a new pyplot
+        figure); the axes are ``self.slice_ax`` and ``self.quality_ax``. Returns the Figure."""
+        fig = draw_session(self.session, self.z, self.gt, self.suggested, title, fig=fig)
+        self.slice_ax, self.quality_ax = fig.axes[:2]
+        if self.pending:
+            p = np.array(self.pending)
+            self.slice_ax.plot(p[:, 1], p[:, 0], "-+", color="#F0E442", lw=1.5, ms=6)
+        return fig
+
+    def _changed(self):
+        if self.on_change is not None:
+            self.on_change()
+
+    # -- frontends: mouse events → (row, col) ------------------------------------------------------
+    def handle_mpl_event(self, event) -> None:
+        """An ipympl / matplotlib mouse event (``button_press_event``, ``motion_notify_event``,
+        ``button_release_event``): on the slice it becomes press / move / release; a press on the q̂ bar
+        chart selects that slice."""
+        name = getattr(event, "name", None)
+        ax_s, ax_q = getattr(self, "slice_ax", None), getattr(self, "quality_ax", None)
+        if name == "button_press_event" and ax_q is not None and event.inaxes is ax_q and event.xdata is not None:
+            z = int(round(event.xdata))
+            if 0 <= z < len(self.session.image):
+                self.set_slice(z)
+            return
+        pixel = pixel_from_event(event, ax_s, self.shape)
+        if name == "button_press_event" and pixel is not None:
+            self.press(*pixel)
+        elif name == "motion_notify_event" and pixel is not None:
+            self.move(*pixel)
+        elif name == "button_release_event":
+            self.release(*(pixel if pixel is not None else (None, None)))
+
+    def handle_dom_event(self, event) -> None:
+        """An ipyevents mouse event dict on the slice picture (``mousedown`` / ``mousemove`` / ``mouseup``
+        with ``relativeX``/``relativeY`` and ``boundingRectWidth``/``Height``)."""
+        if not isinstance(event, dict) or "type" not in event:
+            raise ValueError(f"event must be an ipyevents dict with a 'type'; got {event!r}")
+        pixel = None
+        if {"relativeX", "relativeY", "boundingRectWidth", "boundingRectHeight"} <= set(event):
+            pixel = pixel_from_dom(event["relativeX"], event["relativeY"], event["boundingRectWidth"],
+                                   event["boundingRectHeight"], self.shape)
+        kind = event["type"]
+        if kind == "mousedown" and pixel is not None:
+            self.press(*pixel)
+        elif kind == "mousemove" and pixel is not None:
+            self.move(*pixel)
+        elif kind in ("mouseup", "mouseleave"):
+            self.release(*(pixel if pixel is not None else (None, None)))
+
+
+def _slice_png(tool: SessionTool, zoom: int) -> bytes:
+    """The current slice alone (no axes, no margin) as a PNG of exactly (H·zoom, W·zoom) pixels, so that
+    :func:`pixel_from_dom` maps screen positions on it exactly."""
     import io
 
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    h, w = tool.shape
+    fig = Figure(figsize=(w * zoom / 100, h * zoom / 100), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    _draw_slice(ax, tool.session, tool.z, tool.gt, tool.pending)
+    ax.axis("off")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _figure_png(draw, figsize) -> bytes:
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=80)
+    FigureCanvasAgg(fig)
+    draw(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+
+def interactive_tool(session: InteractiveSession, gt=None, start: int | None = None, *, backend: str = "auto",
+                     live: bool | None = None, zoom: int = 6) -> SessionTool:
+    """The interactive tool on ``session``: a slice slider, the tool toggle (``TOOLS``), buttons
+    Segment / Propagate / Suggest next / Undo, the slice to click and draw on, and the q̂ bar chart.
+
+    backend: ``"ipympl"`` (a live matplotlib canvas, the ``%matplotlib widget`` backend, whose
+    ``mpl_connect`` press / motion / release events reach :meth:`SessionTool.handle_mpl_event`; a press on
+    the q̂ chart selects a slice), ``"ipyevents"`` (a PNG of the slice, ``zoom`` screen pixels per pixel,
+    whose DOM mouse events reach :meth:`SessionTool.handle_dom_event`), ``"sliders"`` (row / col sliders and
+    "press" / "end stroke" buttons), or ``"auto"``: the first of these that is installed.
+    live: build the widgets (default: only inside a live Jupyter kernel). Returns the :class:`SessionTool`;
+    its ``widget`` is the ipywidgets box to display (None when not live: draw ``tool.draw()`` instead).
+    """
+    if backend not in WIDGET_BACKENDS:
+        raise ValueError(f"backend must be one of {WIDGET_BACKENDS}; got {backend!r}")
+    _check_int("zoom", zoom, 1)
+    tool = SessionTool(session, gt, start)
+    if live is None:
+        from .widgets import has_live_kernel
+
+        live = has_live_kernel()
+    if not live:
+        return tool
     import ipywidgets as w
-    import matplotlib.pyplot as plt
 
+    if backend == "auto":
+        from importlib.util import find_spec
+
+        backend = next((c for c in ("ipympl", "ipyevents") if find_spec(c) is not None), "sliders")
+    tool.backend = backend
     d, h, wd = session.image.shape
-    z0 = start if start is not None else d // 2
-    slider = w.IntSlider(value=z0, min=0, max=d - 1, description="slice")
-    tool = w.ToggleButtons(options=["positive click", "negative click", "box"], value="positive click")
+    slider = w.IntSlider(value=tool.z, min=0, max=d - 1, description="slice", continuous_update=False)
+    toggle = w.ToggleButtons(options=list(TOOLS), value=tool.tool, description="tool")
     buttons = {n: w.Button(description=n) for n in ("Segment", "Propagate", "Suggest next", "Undo")}
-    image_w = w.Image(format="png")
     status = w.HTML()
-    ypos, xpos, add = w.BoundedIntText(0, 0, h - 1, description="y"), w.BoundedIntText(0, 0, wd - 1, description="x"), w.Button(description="add at (y, x)")
-    box_corner: list = []
-    suggested = {"z": None}
+    rows = [w.HBox([slider]), toggle, w.HBox(list(buttons.values()))]
 
-    def render():
-        fig = draw_session(session, slider.value, gt, suggested["z"])
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
-        image_w.value = buf.getvalue()
-        msg = f"annotated: {sorted(session.annotations)}"
-        if gt is not None and session.annotations:
-            msg += f" · 3-D Dice {dice_3d(session.mask, gt):.3f}"
-        status.value = msg
+    if backend == "ipympl":
+        import matplotlib
+        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
-    def add_point(y, x):
-        z = slider.value
-        maps = np.zeros((2, h, wd), np.float32)
-        sigma = h / 32
-        if tool.value == "box":
-            box_corner.append((y, x))
-            if len(box_corner) < 2:
-                status.value = "box: click the second corner"
-                return
-            (y0, x0), (y1, x1) = box_corner
-            box_corner.clear()
-            maps[1] = 1.0
-            maps[1, min(y0, y1):max(y0, y1) + 1, min(x0, x1):max(x0, x1) + 1] = 0.0
-        else:
-            maps[0 if tool.value == "positive click" else 1] = _gaussian_map((h, wd), [(y, x)], sigma)
-        session.interact(z, maps)
-        session.segment(z)
-        render()
+        before = matplotlib.get_backend()
+        from ipympl.backend_nbagg import new_figure_manager_given_figure
 
-    try:
+        fig = Figure(figsize=(10, 3.8))
+        canvas = new_figure_manager_given_figure(id(fig), fig).canvas
+        if matplotlib.get_backend() != before:
+            # importing ipympl makes it pyplot's backend; put the notebook's back, so that later plt.show()
+            # calls still draw static pictures (only this tool's own figure lives on the ipympl canvas)
+            from IPython import get_ipython
+
+            ip = get_ipython()
+            if "inline" in before and ip is not None:
+                ip.run_line_magic("matplotlib", "inline")       # also restores the PNG display of figures
+            else:
+                plt.switch_backend(before)
+        canvas.header_visible = False
+        for name in ("button_press_event", "motion_notify_event", "button_release_event"):
+            canvas.mpl_connect(name, tool.handle_mpl_event)
+
+        def render():
+            tool.draw(fig)
+            canvas.draw_idle()
+
+        view = [canvas]
+    elif backend == "ipyevents":
         from ipyevents import Event
 
-        ev = Event(source=image_w, watched_events=["click"])
+        picture = w.Image(format="png", width=wd * zoom, height=h * zoom)
+        chart = w.Image(format="png")
+        tool._event = Event(source=picture, watched_events=["mousedown", "mousemove", "mouseup", "mouseleave"],
+                            prevent_default_action=True, wait=40, throttle_or_debounce="throttle")
+        tool._event.on_dom_event(tool.handle_dom_event)
 
-        def on_click(event):
-            # the left panel spans about the first 38 % of the figure's width
-            fx, fy = event["relativeX"] / event["boundingRectWidth"], event["relativeY"] / event["boundingRectHeight"]
-            x, y = int(fx / 0.38 * wd), int(fy * h)
-            if 0 <= x < wd and 0 <= y < h:
-                add_point(y, x)
+        def render():
+            picture.value = _slice_png(tool, zoom)
+            chart.value = _figure_png(lambda f: _draw_quality(f.add_subplot(), session, tool.z, tool.suggested),
+                                      (6, 3))
 
-        ev.on_dom_event(on_click)
-        manual = []
-    except ImportError:
-        add.on_click(lambda _: add_point(ypos.value, xpos.value))
-        manual = [w.HBox([ypos, xpos, add])]
+        view = [w.HBox([picture, chart])]
+    else:
+        row_s = w.IntSlider(value=h // 2, min=0, max=h - 1, description="row", continuous_update=False)
+        col_s = w.IntSlider(value=wd // 2, min=0, max=wd - 1, description="col", continuous_update=False)
+        press_b, end_b = w.Button(description="press at (row, col)"), w.Button(description="end stroke")
 
-    def on_segment(_):
-        if slider.value in session.maps:
-            session.segment(slider.value)
+        def on_press(_):
+            if tool._dragging:
+                tool.move(row_s.value, col_s.value)
+                tool._changed()
+            else:
+                tool.press(row_s.value, col_s.value)
+
+        press_b.on_click(on_press)
+        end_b.on_click(lambda _: tool.release())
+        chart = w.Image(format="png")
+
+        def render():
+            chart.value = _figure_png(lambda f: tool.draw(f), (10, 3.6))
+
+        view = [w.HTML("(install <code>ipympl</code> or <code>ipyevents</code> to click on the slice)"),
+                w.HBox([row_s, col_s, press_b, end_b]), chart]
+
+    def on_change():
+        if slider.value != tool.z:
+            slider.value = tool.z
+        if toggle.value != tool.tool:
+            toggle.value = tool.tool
         render()
+        status.value = tool.status()
 
-    def on_propagate(_):
-        if session.annotations:
-            session.propagate(slider.value if slider.value in session.annotations else None)
-        render()
-
-    def on_suggest(_):
-        if session.annotations:
-            suggested["z"] = session.suggest_next("quality")
-            slider.value = suggested["z"]
-        render()
-
-    def on_undo(_):
-        session.undo()
-        render()
-
-    for name, fn in (("Segment", on_segment), ("Propagate", on_propagate), ("Suggest next", on_suggest),
-                     ("Undo", on_undo)):
-        buttons[name].on_click(fn)
-    slider.observe(lambda _: render(), names="value")
-    render()
-    return w.VBox([w.HBox([slider, tool]), w.HBox(list(buttons.values())), *manual, image_w, status])
+    tool.on_change = on_change
+    slider.observe(lambda ch: tool.set_slice(ch["new"]) if ch["new"] != tool.z else None, names="value")
+    toggle.observe(lambda ch: tool.set_tool(ch["new"]) if ch["new"] != tool.tool else None, names="value")
+    for name, fn in (("Segment", tool.segment), ("Propagate", tool.propagate), ("Suggest next", tool.suggest_next),
+                     ("Undo", tool.undo)):
+        buttons[name].on_click(lambda _, fn=fn: fn())
+    tool.widget = w.VBox(rows + view + [status])
+    on_change()
+    return tool
 
 
 __all__ = ["memory_read", "MemoryNetwork", "QualityHead", "make_interaction_net", "soft_iou", "segmentation_loss",
            "quality_loss", "sequence_loss", "Config", "InteractionConfig", "MemoryTrainResult",
            "train_memory_network", "train_interaction_network", "SimulatedUser", "segment_slice", "propagate",
            "select_next_slice", "position_code", "InteractiveSession", "SessionResult", "run_session", "noi", "copy_propagate",
-           "segment_2d", "slice_dice", "slice_iou", "dice_3d", "draw_session", "interactive_tool",
+           "segment_2d", "slice_dice", "slice_iou", "dice_3d", "draw_session", "interactive_tool", "SessionTool",
+           "pixel_from_data", "pixel_from_event", "pixel_from_dom", "stroke_pixels", "interaction_maps", "TOOLS",
            "USER_KINDS", "STRATEGIES", "MEMORY_CONTENTS"]
