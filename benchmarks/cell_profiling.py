@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--short", type=int, default=10)
     ap.add_argument("--encoder", default="small_cnn", choices=cp.ENCODERS)
-    ap.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64, 64])
+    ap.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 128])
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.2)
     ap.add_argument("--lr", type=float, default=1e-3)

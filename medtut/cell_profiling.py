@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import resolve_device
+from .data.cells import _check_bool, _check_int, _check_number
 from .train import History, fit
 from .train import TrainResult as _TrainResult
 
@@ -60,6 +61,11 @@ AUGMENTATIONS: dict[str, dict] = {
 _AUG_KEYS = {"crop", "flip", "rot90", "elastic", "channel_gain", "channel_offset", "color_jitter", "blur", "noise"}
 
 
+#: the allowed range of every numeric augmentation setting (low, high), both inclusive
+_AUG_RANGES = {"crop": (0.01, 1.0), "elastic": (0.0, 10.0), "channel_gain": (0.0, 1.0), "channel_offset": (0.0, 1.0),
+               "color_jitter": (0.0, 1.0), "blur": (0.0, 10.0), "noise": (0.0, 1.0)}
+
+
 def _resolve_augmentation(kind: str | Mapping) -> dict:
     if isinstance(kind, str):
         if kind not in AUGMENTATIONS:
@@ -69,6 +75,15 @@ def _resolve_augmentation(kind: str | Mapping) -> dict:
         unknown = set(kind) - _AUG_KEYS
         if unknown:
             raise ValueError(f"unknown augmentation keys {sorted(unknown)}; allowed: {sorted(_AUG_KEYS)}")
+        for key, value in kind.items():
+            if key in ("flip", "rot90"):
+                _check_bool(f"augmentation[{key!r}]", value)
+            elif value is not None and value is not False:
+                low, high = _AUG_RANGES[key]
+                _check_number(f"augmentation[{key!r}]", value, low, high=high)
+        if kind.get("blur") and float(kind["blur"]) < 0.1:
+            raise ValueError(f"augmentation['blur'] is the largest sigma of U(0.1, blur) px: use >= 0.1 or 0 (off); "
+                             f"got {kind['blur']!r}")
         return dict(kind)
     raise ValueError(f"augmentation must be a name or a dict; got {type(kind).__name__}")
 
@@ -102,10 +117,20 @@ def augment(x: torch.Tensor, generator: torch.Generator, kind: str | Mapping = "
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"x must be a float tensor (B, C, H, W); got "
-                         f"{tuple(x.shape) if hasattr(x, 'shape') else type(x).__name__}")
+                         f"{tuple(x.shape) if hasattr(x, 'shape') else type(x).__name__}"
+                         + (f" {x.dtype}" if hasattr(x, "dtype") else ""))
+    if x.shape[0] == 0 or min(x.shape[2:]) < 2:
+        raise ValueError(f"x must hold at least one image of at least 2 x 2 px; got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf")
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator (views are drawn on the CPU, then moved); "
+                         f"got one on {generator.device}")
     cfg = _resolve_augmentation(kind)
+    if cfg.get("color_jitter") and x.shape[1] != 3:
+        raise ValueError(f"color_jitter (hue) needs 3 channels; got C={x.shape[1]}")
     B, C, H, W = x.shape
     dev, g = x.device, generator
     # --- geometry: an affine map from output to input coordinates (normalised to [-1, 1])
@@ -181,7 +206,10 @@ class SmallCNN(nn.Module):
     the first three, global average pooling. (B, C, H, W) -> h (B, 128)."""
 
     def __init__(self, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 128)):
+        _check_int("in_channels", in_channels, 1)
+        _check_widths(widths)
         super().__init__()
+        self.in_channels = int(in_channels)
         layers, c = [], in_channels
         for i, w in enumerate(widths):
             layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
@@ -193,6 +221,13 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).mean(dim=(2, 3))
+
+
+def _check_widths(widths) -> tuple[int, ...]:
+    if (isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) != 4
+            or any(isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1 for w in widths)):
+        raise ValueError(f"widths must be 4 positive ints (the spec: 32, 64, 128, 128); got {widths!r}")
+    return tuple(int(w) for w in widths)
 
 
 ENCODERS = ("small_cnn", "resnet18", "resnet50", "resnet18_imagenet", "resnet50_imagenet")
@@ -207,13 +242,14 @@ def build_encoder(name: str = "small_cnn", in_channels: int = 3,
     start), only when torchvision is installed (Colab has it); the weights are downloaded by torchvision.
     widths: the small CNN's four conv widths.
     """
-    if name not in ENCODERS:
+    if not isinstance(name, str) or name not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}; got {name!r}")
+    _check_int("in_channels", in_channels, 1)
     if name == "small_cnn":
-        if len(widths) != 4 or any(int(w) < 1 for w in widths):
-            raise ValueError(f"widths must be 4 positive ints; got {widths}")
-        return SmallCNN(in_channels, widths)
+        return SmallCNN(in_channels, _check_widths(widths))
     if name.endswith("_imagenet"):
+        if in_channels != 3:
+            raise ValueError(f"ImageNet weights expect 3 input channels; got in_channels={in_channels}")
         try:
             import torchvision
         except ImportError:
@@ -222,8 +258,6 @@ def build_encoder(name: str = "small_cnn", in_channels: int = 3,
         arch = name.replace("_imagenet", "")
         weights = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2"}[arch]
         net = getattr(torchvision.models, arch)(weights=weights)
-        if in_channels != 3:
-            raise ValueError(f"ImageNet weights expect 3 input channels; got in_channels={in_channels}")
         out_dim = net.fc.in_features
         net.fc = nn.Identity()
         net.out_dim = out_dim
@@ -246,6 +280,12 @@ class SimCLRNet(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, proj_dim: int = 256, hidden_dim: int | None = None):
+        if not isinstance(encoder, nn.Module) or not isinstance(getattr(encoder, "out_dim", None), (int, np.integer)):
+            raise ValueError("encoder must be an nn.Module with an int attribute out_dim (its feature width), "
+                             f"e.g. build_encoder(...); got {type(encoder).__name__}")
+        _check_int("proj_dim", proj_dim, 1)
+        if hidden_dim is not None:
+            _check_int("hidden_dim", hidden_dim, 1)
         super().__init__()
         d = int(encoder.out_dim)
         self.encoder = encoder
@@ -274,13 +314,20 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     and whose 2N-2 wrong classes are the views of the other cells in the batch.
     """
     if not isinstance(z1, torch.Tensor) or not isinstance(z2, torch.Tensor):
-        raise ValueError("z1 and z2 must be tensors (N, d)")
+        raise ValueError(f"z1 and z2 must be tensors (N, d); got {type(z1).__name__} and {type(z2).__name__}")
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must be (N, d) of the same shape; got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
         raise ValueError(f"NT-Xent needs N >= 2 pairs (a batch of one has no negatives); got N={z1.shape[0]}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
+    if z1.shape[1] < 1:
+        raise ValueError(f"z1 and z2 need d >= 1 features; got shape {tuple(z1.shape)}")
+    if not z1.is_floating_point() or not z2.is_floating_point() or z1.dtype != z2.dtype:
+        raise ValueError(f"z1 and z2 must be real float tensors of one dtype; got {z1.dtype} and {z2.dtype}")
+    if z1.device != z2.device:
+        raise ValueError(f"z1 and z2 must be on one device; got {z1.device} and {z2.device}")
+    _check_number("temperature", temperature, 0.0, strict=True)
+    if not bool(torch.isfinite(z1).all() & torch.isfinite(z2).all()):
+        raise ValueError("z1 or z2 contains NaN or inf (a diverged network?)")
     n = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     s = z @ z.T / temperature                                          # (2N, 2N)
@@ -318,16 +365,19 @@ class Config:
     cnn_widths: tuple[int, ...] = (32, 64, 128, 128)
 
     def __post_init__(self):
-        if self.encoder not in ENCODERS:
+        if not isinstance(self.encoder, str) or self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
-        for name in ("proj_dim", "batch_size", "num_epochs"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        for name in ("proj_dim", "num_epochs"):
+            _check_int(name, getattr(self, name), 1)
+        if self.hidden_dim is not None:
+            _check_int("hidden_dim", self.hidden_dim, 1)
+        _check_int("batch_size", self.batch_size, 1)
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (NT-Xent needs negatives); got {self.batch_size}")
-        if not self.temperature > 0 or not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError(f"need temperature > 0, lr > 0, weight_decay >= 0; got {self.temperature}, "
-                             f"{self.lr}, {self.weight_decay}")
+        _check_number("temperature", self.temperature, 0.0, strict=True)
+        _check_number("lr", self.lr, 0.0, strict=True)
+        _check_number("weight_decay", self.weight_decay, 0.0)
+        _check_widths(self.cnn_widths)
         _resolve_augmentation(self.augmentation)
 
 
@@ -345,11 +395,15 @@ class SimCLRResult(_TrainResult):
 def build_model(cfg: Config, in_channels: int = 3, seed: int = 0,
                 device: torch.device | str | None = None) -> SimCLRNet:
     """The SimCLR network of ``cfg`` with weights drawn from ``seed`` (global random state untouched)."""
+    if not isinstance(cfg, Config):
+        raise ValueError(f"cfg must be a cell_profiling.Config; got {type(cfg).__name__}")
+    _check_int("in_channels", in_channels, 1)
+    _check_int("seed", seed, 0)
+    device = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SimCLRNet(build_encoder(cfg.encoder, in_channels, cfg.cnn_widths), cfg.proj_dim, cfg.hidden_dim)
-    device = resolve_device(device)
-    # channels-last is 1.5x faster for these small convolutions on a CPU (same numbers up to rounding)
+    # channels-last memory layout: faster small convolutions on a CPU (same numbers up to rounding)
     return model.to(device, memory_format=torch.channels_last)
 
 
@@ -378,12 +432,17 @@ def train_simclr(images: torch.Tensor, cfg: Config, seed: int = 0, device: torch
     _check_images(images)
     if not isinstance(cfg, Config):
         raise ValueError(f"cfg must be a cell_profiling.Config; got {type(cfg).__name__}")
+    _check_int("seed", seed, 0)
+    _check_bool("progress", progress)
     n = images.shape[0]
     if n < cfg.batch_size:
-        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {n} images")
-    bad = [e for e in snapshot_epochs if not 1 <= e <= cfg.num_epochs]
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {n} images; lower cfg.batch_size")
+    if isinstance(snapshot_epochs, (str, bytes)) or not isinstance(snapshot_epochs, (Sequence, set, frozenset)):
+        raise ValueError(f"snapshot_epochs must be a list of epoch numbers; got {snapshot_epochs!r}")
+    bad = [e for e in snapshot_epochs
+           if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or not 1 <= e <= cfg.num_epochs]
     if bad:
-        raise ValueError(f"snapshot_epochs must lie in [1, num_epochs={cfg.num_epochs}]; got {bad}")
+        raise ValueError(f"snapshot_epochs must be ints in [1, num_epochs={cfg.num_epochs}]; got {bad}")
     device = resolve_device(device)
     model = build_model(cfg, images.shape[1], seed, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -431,10 +490,21 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
           device: torch.device | str | None = None) -> np.ndarray:
     """Backbone features h of every cell: (N, C, H, W) -> (N, d_h) float64 numpy, in eval mode.
 
-    ``model`` is a :class:`SimCLRNet` (its encoder is used) or any encoder returning (B, d)."""
+    ``model`` is a :class:`SimCLRNet` (its encoder is used) or any encoder returning (B, d).
+    device: where to run it (through :func:`medtut.resolve_device`); ``None`` keeps the model's own device."""
     _check_images(images)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a SimCLRNet or an encoder nn.Module; got {type(model).__name__}")
+    _check_int("batch_size", batch_size, 1)
     encoder = model.encoder if isinstance(model, SimCLRNet) else model
-    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    first_conv = next((m for m in encoder.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is not None and first_conv.in_channels != images.shape[1]:
+        raise ValueError(f"images have {images.shape[1]} channels but the encoder takes {first_conv.in_channels}")
+    params = next(encoder.parameters(), None)
+    if device is not None:
+        device = resolve_device(device)
+    else:
+        device = params.device if params is not None else torch.device("cpu")
     was_training = encoder.training
     encoder.eval()
     out = [encoder(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
@@ -450,6 +520,9 @@ def handcrafted_features(images: torch.Tensor, standardize: bool = True) -> np.n
     usually are), so that no feature dominates the cosine distance by its units.
     """
     _check_images(images)
+    _check_bool("standardize", standardize)
+    if images.shape[2] * images.shape[3] < 2:
+        raise ValueError(f"images need at least 2 pixels for a standard deviation; got {tuple(images.shape)}")
     x = images.double().flatten(2)                                      # (N, C, P)
     q = torch.quantile(x, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=x.dtype), dim=2).permute(1, 2, 0)
     mx = x.max(dim=2).values
@@ -462,9 +535,13 @@ def handcrafted_features(images: torch.Tensor, standardize: bool = True) -> np.n
 
 
 def _check_profiles(profiles, name: str = "profiles") -> np.ndarray:
+    if profiles is None or isinstance(profiles, (str, bytes, Mapping)):
+        raise ValueError(f"{name} must be a 2-D array (n, d); got {type(profiles).__name__}")
     p = profiles.detach().cpu().numpy() if isinstance(profiles, torch.Tensor) else np.asarray(profiles)
     if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D array (n, d); got shape {p.shape}")
+    if np.iscomplexobj(p):
+        raise ValueError(f"{name} must be real; got dtype {p.dtype}")
     if not np.issubdtype(p.dtype, np.number) or not np.isfinite(p).all():
         raise ValueError(f"{name} must be finite numbers; got dtype {p.dtype} with NaN/inf or non-numbers")
     return p.astype(np.float64)
@@ -476,10 +553,15 @@ def _check_meta(meta, n: int, keys: Sequence[str], name: str = "meta") -> dict:
     missing = [k for k in keys if k not in meta]
     if missing:
         raise ValueError(f"{name} lacks the keys {missing}; needs {list(keys)}")
+    scalar = [k for k in keys if isinstance(meta[k], (str, bytes)) or np.ndim(meta[k]) == 0]
+    if scalar:
+        raise ValueError(f"{name} columns must be arrays with one entry per row; {scalar} are scalars")
     out = {k: np.asarray(meta[k]) if k != "batches" else list(meta[k]) for k in meta}
     bad = {k: len(out[k]) for k in keys if len(out[k]) != n}
     if bad:
         raise ValueError(f"{name} columns must have {n} entries (one per row of the features); got {bad}")
+    if "is_control" in keys and out["is_control"].dtype != bool:
+        raise ValueError(f"{name}['is_control'] must be a bool array; got dtype {out['is_control'].dtype}")
     return out
 
 
@@ -528,8 +610,7 @@ def tvn(profiles, is_control, lam: float = 1.0, batches=None) -> np.ndarray:
         raise ValueError(f"is_control must be a bool array of shape ({len(p)},); got {ctrl.dtype} {ctrl.shape}")
     if ctrl.sum() < 2:
         raise ValueError(f"tvn needs at least 2 control profiles; got {int(ctrl.sum())}")
-    if not lam >= 0 or not np.isfinite(lam):
-        raise ValueError(f"lam must be >= 0; got {lam}")
+    lam = _check_number("lam", lam, 0.0)
     mu = p[ctrl].mean(0)
     s, V = np.linalg.eigh(np.cov(p[ctrl], rowvar=False).reshape(p.shape[1], p.shape[1]))
     s = np.clip(s, 0, None)
@@ -541,7 +622,7 @@ def tvn(profiles, is_control, lam: float = 1.0, batches=None) -> np.ndarray:
         return x
     b = np.asarray(batches)
     if b.shape != (len(p),):
-        raise ValueError(f"batches must have shape ({len(p)},); got {b.shape}")
+        raise ValueError(f"batches must have shape ({len(p)},), one batch label per profile; got {b.shape}")
 
     def msqrt(c, power):
         w, U = np.linalg.eigh(c)
@@ -553,7 +634,7 @@ def tvn(profiles, is_control, lam: float = 1.0, batches=None) -> np.ndarray:
     for label in np.unique(b):
         sel = b == label
         if (sel & ctrl).sum() < 2:
-            raise ValueError(f"CORAL needs at least 2 controls in every batch; batch {label!r} has "
+            raise ValueError(f"CORAL needs at least 2 controls in every batch; batch {str(label)!r} has "
                              f"{int((sel & ctrl).sum())}")
         c_b = np.cov(x[sel & ctrl], rowvar=False) + eye
         out[sel] = x[sel] @ msqrt(c_b, -0.5) @ msqrt(c_all, 0.5)
@@ -645,7 +726,10 @@ def nscb_candidates(meta: Mapping) -> np.ndarray:
     it is another compound, shares **no** batch with i (set intersection), and both MoAs span more
     than one batch (MoAs confined to one batch are removed: their rows and columns are all False).
     """
-    comp, moa, batches = _treatment_table(meta, len(meta["compound"]) if "compound" in meta else 0)
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"meta must be a dict with compound, moa and batches; got {type(meta).__name__}")
+    n = len(meta["compound"]) if "compound" in meta and np.ndim(meta["compound"]) == 1 else 0
+    comp, moa, batches = _treatment_table(meta, n)
     T = len(comp)
     share = np.array([[bool(batches[i] & batches[j]) for j in range(T)] for i in range(T)]).reshape(T, T)
     moa_batches: dict[str, set] = {}
@@ -664,8 +748,8 @@ def nsc_nscb(profiles, meta: Mapping) -> NSCResult:
     * NSC: the neighbour of a query is searched among treatments of *other compounds*.
     * NSCB: additionally excluding every treatment that shares **any** batch with the query (set
       intersection; the official code compared comma-joined strings). MoAs all of whose treatments live
-      in a single batch are removed first (queries and candidates), as in the paper (103 -> 92 on
-      BBBC021). See :func:`nscb_candidates`.
+      in a single batch are removed first (queries and candidates), as the official evaluation
+      code does (on BBBC021 this removes two MoAs). See :func:`nscb_candidates`.
 
     A query is correct when its neighbour has its MoA. Ties go to the lowest index. A query left
     without candidates raises ``ValueError``.
@@ -707,7 +791,14 @@ def nsc_nscb(profiles, meta: Mapping) -> NSCResult:
 def profile_and_score(features, meta: Mapping, use_tvn: bool = False, lam: float = 1.0,
                       coral: bool = False) -> tuple[NSCResult, np.ndarray, dict]:
     """Cell features (N, d) + cell meta -> well means -> [TVN on DMSO wells] -> treatment medians ->
-    :func:`nsc_nscb`. Returns (result, treatment profiles (T, d'), treatment meta)."""
+    :func:`nsc_nscb`. Returns (result, treatment profiles (T, d'), treatment meta).
+
+    coral (needs ``use_tvn=True``): per-batch CORAL after the whitening (see :func:`tvn`)."""
+    _check_bool("use_tvn", use_tvn)
+    _check_bool("coral", coral)
+    _check_number("lam", lam, 0.0)
+    if coral and not use_tvn:
+        raise ValueError("coral=True is applied after TVN whitening: pass use_tvn=True as well")
     wp, wm = well_profiles(features, meta)
     if use_tvn:
         wp = tvn(wp, wm["is_control"].astype(bool), lam=lam, batches=wm["batch"] if coral else None)

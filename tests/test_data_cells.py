@@ -174,3 +174,101 @@ def test_bbbc021_crops_from_a_plate_zip(tmp_path):
 def test_bbbc021_is_registered_and_nothing_downloads():
     assert {"bbbc021-image-csv", "bbbc021-moa-csv"} <= set(REGISTRY)
     assert REGISTRY["bbbc021-moa-csv"].url.startswith("https://data.broadinstitute.org/bbbc/BBBC021/")
+
+
+def _plate_zip(path, folder, fields, seed=0):
+    """Write one plate ZIP of 128 x 128 16-bit TIFFs (three nuclei per field) for ``fields`` =
+    [(image number, file names)]."""
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:128, 0:128]
+    with zipfile.ZipFile(path, "w") as zf:
+        for i, names in fields:
+            dna = np.zeros((128, 128))
+            for cy, cx in [(40, 40 + 5 * (i % 4)), (80, 90 - 4 * (i % 4)), (64 + 3 * (i % 4), 30)]:
+                dna += 3000 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 5.0 ** 2))
+            for c, name in enumerate(names):
+                img = (dna * (1 + c) + 100 + rng.normal(0, 5, dna.shape)).clip(0, 65535).astype(np.uint16)
+                buf = io.BytesIO()
+                tifffile.imwrite(buf, img)
+                zf.writestr(f"{folder}/{name}", buf.getvalue())
+
+
+def _mirror(tmp_path):
+    """A local BBBC021 mirror (file://): the two CSVs and three plate ZIPs. Week1_22123 holds DMSO and an
+    annotated compound, Week2_24121 DMSO and an unannotated one only (must not be fetched), Week3_25001
+    DMSO and another annotated compound."""
+    server = tmp_path / "server"
+    server.mkdir()
+    layout = {"Week1_22123": [("B02", "DMSO", 0.0), ("B03", "taxol", 0.3)],
+              "Week2_24121": [("B02", "DMSO", 0.0), ("B05", "mystery", 1.0)],
+              "Week3_25001": [("C02", "DMSO", 0.0), ("C04", "colchicine", 0.03)]}
+    rows, i = [], 0
+    for plate, wells in layout.items():
+        fields = []
+        for well, comp, conc in wells:
+            i += 1
+            line, names = _image_row(i, plate, well, comp, conc, f"{plate.split('_')[0]}/{plate}")
+            rows.append(line)
+            fields.append((i, names))
+        _plate_zip(server / f"BBBC021_v1_images_{plate}.zip", plate, fields, seed=i)
+    (server / "BBBC021_v1_image.csv").write_text("\n".join([IMAGE_HEADER] + rows) + "\n")
+    (server / "BBBC021_v1_moa.csv").write_text(
+        "compound,concentration,moa\ntaxol,0.3,Microtubule stabilizers\ncolchicine,0.03,Microtubule destabilizers\n"
+        "DMSO,0.0,DMSO\n")
+    return server
+
+
+def test_load_bbbc021_end_to_end_from_a_local_mirror(tmp_path, monkeypatch):
+    """The whole Colab path without a network: the CSVs first, then only plates with annotated treatments,
+    one ZIP at a time through the registry (sha256 recorded), crops cached as .npz, ZIPs deleted."""
+    import json
+    import warnings
+
+    from medtut import data as md
+
+    server = _mirror(tmp_path)
+    base = server.as_uri()
+    root = tmp_path / "data"
+    calls = []
+    real_fetch = md.fetch
+
+    def spy(name, root_=None):
+        # one plate ZIP at a time: none is on disk when the next is fetched
+        calls.append((name, sorted(p.name for p in root.glob("*.zip"))))
+        return real_fetch(name, root_)
+
+    monkeypatch.setattr(dc, "fetch", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # "no checksum is published ... recorded sha256"
+        s = dc.load_bbbc021(["Week1", "Week2", "Week3"], root=root, crop=32, out_size=16, base_url=base)
+    names = [n for n, _ in calls]
+    assert names[:2] == [dc.bbbc021_table("image", base).name, dc.bbbc021_table("moa", base).name]
+    assert [n.split("@")[0] for n in names[2:]] == ["bbbc021-Week1_22123", "bbbc021-Week3_25001"]
+    assert all(zips == [] for _, zips in calls)
+    assert all(REGISTRY[n].url.startswith(base) for n in names)
+    assert not list(root.glob("*.zip"))                                   # ZIPs deleted after cropping
+    assert sorted(p.name for p in (root / "bbbc021_crops").iterdir()) == ["Week1_22123.npz", "Week3_25001.npz"]
+    ledger = json.loads((root / md.RECORDED_CHECKSUMS).read_text())
+    assert set(names) <= set(ledger) and all(len(v) == 64 for v in ledger.values())
+    assert sorted(set(s.meta["compound"].tolist())) == ["DMSO", "colchicine", "taxol"]
+    assert set(s.meta["batch"].tolist()) == {"Week1", "Week3"} and s.images.shape[1:] == (3, 16, 16)
+    assert s.meta["moa"][s.meta["compound"] == "taxol"][0] == "Microtubule stabilizers"
+    assert s.meta["is_control"].dtype == bool and s.meta["is_control"].sum() == 6
+    # a second call reads the cache: the CSVs are verified again, no plate is fetched
+    calls.clear()
+    again = dc.load_bbbc021(["Week1", "Week3"], root=root, crop=32, out_size=16, base_url=base)
+    assert [n.split("@")[0] for n, _ in calls] == ["bbbc021-image-csv", "bbbc021-moa-csv"]
+    assert torch.equal(again.images, s.images)
+    # a changed CSV is caught against the recorded sha256
+    csv_path = root / "BBBC021_v1_moa.csv"
+    csv_path.write_text(csv_path.read_text() + "extra,1.0,Other\n")
+    with pytest.raises(ValueError, match="recorded at its first download"):
+        dc.load_bbbc021(["Week1"], root=root, base_url=base)
+    # weeks with no annotated treatment: a clear error, nothing fetched
+    csv_path.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="no plate of the weeks"):
+            dc.load_bbbc021(["Week2"], root=tmp_path / "other", base_url=base)
