@@ -19,7 +19,14 @@ a deep learned prior" (arXiv:2010.00042, IEEE TMI 2022). The module reads like t
 5. **From latent samples to images** (:func:`data_consistent_image`, :func:`sample_reconstructions`):
    every latent sample gives the image most probable given both the decoder output and the measured
    k-space; the pixel-wise mean and std of those images are the reconstruction and its uncertainty.
-6. **Evaluation**: :func:`rmse_percent`, :func:`data_consistency_error`, :func:`interval_coverage`.
+   :func:`sample_image_posterior` draws from the whole Gaussian posterior x | y, z instead (it adds
+   the decoder's own σ_x where the data do not pin the image down).
+6. **A classical baseline** (not in the paper): TV-regularised least squares solved by a primal-dual
+   method (:func:`tv_reconstruction`, :func:`tv_objective`).
+7. **Evaluation**: :func:`rmse_percent`, :func:`data_consistency_error`, :func:`interval_coverage`.
+
+Every public function checks its arguments at the boundary and raises a ``ValueError`` (or ``TypeError``)
+that names the argument, what was expected and what arrived.
 
 Conventions. Images are complex (..., H, W) tensors (magnitude images are promoted to complex). K-space
 has a coil axis: (..., C, H, W), C = 1 for a single coil. A mask is a (H, W) bool tensor, the same for
@@ -44,6 +51,53 @@ from .train import History, TrainResult, fit
 # ------------------------------------------------------------------------------------------------------
 # 1. MR physics
 # ------------------------------------------------------------------------------------------------------
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_number(name: str, value, *, low: float | None = None, strict: bool = False,
+                  high: float | None = None, hint: str = "") -> float:
+    """``value`` as a finite float in the stated range, or an error naming ``name``, the range and what arrived."""
+    bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+    bound += "" if high is None else f" and <= {high:g}"
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a finite number{bound}; got {type(value).__name__} {value!r}{hint}")
+    value = float(value)
+    if not math.isfinite(value) or (low is not None and (value <= low if strict else value < low)) or (
+            high is not None and value > high):
+        raise ValueError(f"{name} must be a finite number{bound}; got {value!r}{hint}")
+    return value
+
+
+def _check_int(name: str, value, low: int, hint: str = "") -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int >= {low}; got {type(value).__name__} {value!r}{hint}")
+    if value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}{hint}")
+    return int(value)
+
+
+def _check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be None or a torch.Generator (e.g. torch.Generator().manual_seed(0)); "
+                        f"got {type(generator).__name__}")
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf (shape {tuple(x.shape)}); check where it was computed")
+
+
+def _require_real(x, name: str, min_ndim: int = 2) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor; got {type(x).__name__}")
+    if x.is_complex() or not x.is_floating_point():
+        raise ValueError(f"{name} must be a real floating-point tensor (e.g. torch.float32); got dtype {x.dtype}. "
+                         f"Take the magnitude of a complex image with .abs(); cast integers with .float().")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dims; got shape {tuple(x.shape)}")
 
 
 def _require_complex(x, name: str) -> None:
@@ -75,6 +129,16 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=dims), norm="ortho"), dim=dims)
 
 
+def _check_shape(shape, minimum: int = 1, name: str = "shape") -> tuple[int, int]:
+    """(H, W) as two ints >= ``minimum``, or an error saying what arrived."""
+    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != 2 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in shape):
+        raise ValueError(f"{name} must be a pair of ints (H, W); got {shape!r}")
+    if min(shape) < minimum:
+        raise ValueError(f"{name} must be (H, W) with H, W >= {minimum}; got {tuple(shape)}")
+    return int(shape[0]), int(shape[1])
+
+
 def cartesian_mask(shape: tuple[int, int], acceleration: float, center_lines: int = 4,
                    kind: str = "variable_density", decay: float = 2.0, seed: int = 0) -> torch.Tensor:
     """A 1-D Cartesian undersampling mask, (H, W) bool: whole columns (phase-encoding lines) sampled.
@@ -90,11 +154,12 @@ def cartesian_mask(shape: tuple[int, int], acceleration: float, center_lines: in
 
     The centre block is columns ``W//2 - center_lines//2`` onwards, the same block MONAI keeps.
     """
-    if len(shape) != 2 or min(shape) < 4:
-        raise ValueError(f"shape must be (H, W) with H, W >= 4; got {shape}")
-    h, w = int(shape[0]), int(shape[1])
-    if not 1.0 <= acceleration <= w:
-        raise ValueError(f"acceleration must be in [1, W={w}]; got {acceleration}")
+    h, w = _check_shape(shape, minimum=4)
+    acceleration = _check_number("acceleration", acceleration, low=1.0, high=w,
+                                 hint=" (R = all k-space columns / sampled columns; at most W)")
+    _check_int("center_lines", center_lines, 0)
+    decay = _check_number("decay", decay, low=0.0)
+    _check_int("seed", seed, 0)
     n_sampled = max(1, int(round(w / acceleration)))
     if not 0 <= center_lines <= n_sampled:
         raise ValueError(f"center_lines must be in [0, round(W / acceleration) = {n_sampled}]; got {center_lines}")
@@ -126,9 +191,18 @@ def cartesian_mask(shape: tuple[int, int], acceleration: float, center_lines: in
 
 
 def acceleration_of(mask: torch.Tensor) -> float:
-    """The achieved acceleration R = (number of k-space points) / (number sampled)."""
+    """The achieved acceleration R = (number of k-space points) / (number sampled). mask: (H, W) bool."""
+    if not isinstance(mask, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"mask must be a (H, W) bool tensor; got {type(mask).__name__}")
     mask = torch.as_tensor(mask)
-    return float(mask.numel() / max(int(mask.bool().sum()), 1))
+    if mask.ndim != 2 or mask.numel() == 0:
+        raise ValueError(f"mask must be a non-empty (H, W) tensor; got shape {tuple(mask.shape)}")
+    m = _check_mask(mask, tuple(mask.shape))
+    n = int(m.sum())
+    if n == 0:
+        raise ValueError("mask samples no k-space point (all False): the acceleration is undefined; sample at "
+                         "least the centre lines (cartesian_mask(..., center_lines=4))")
+    return float(m.numel() / n)
 
 
 def coil_sensitivities(n_coils: int, shape: tuple[int, int], radius: float = 1.2) -> torch.Tensor:
@@ -138,9 +212,10 @@ def coil_sensitivities(n_coils: int, shape: tuple[int, int], radius: float = 1.2
     birdcage array: each map decays as 1/distance from its coil and carries the phase of the direction to
     it. With the normalisation, ``Sᴴ S = I`` and a fully sampled multi-coil acquisition loses nothing.
     """
-    if n_coils < 1:
-        raise ValueError(f"n_coils must be >= 1; got {n_coils}")
-    h, w = int(shape[0]), int(shape[1])
+    _check_int("n_coils", n_coils, 1)
+    h, w = _check_shape(shape, minimum=2)
+    radius = _check_number("radius", radius, low=1.0, strict=True,
+                           hint=" (in half fields of view: the coils must sit outside the image's inscribed circle)")
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, dtype=torch.float64),
                             torch.linspace(-1, 1, w, dtype=torch.float64), indexing="ij")
     maps = []
@@ -150,6 +225,9 @@ def coil_sensitivities(n_coils: int, shape: tuple[int, int], radius: float = 1.2
         dist = torch.sqrt(dy ** 2 + dx ** 2)
         maps.append(torch.polar(1.0 / dist, torch.atan2(dy, dx) - theta))
     s = torch.stack(maps)
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError(f"radius={radius} puts a coil exactly on a pixel of the {h}x{w} grid (infinite "
+                         "sensitivity); pick another radius, e.g. 1.2")
     s = s / torch.sqrt((s.abs() ** 2).sum(0, keepdim=True))
     return s.to(torch.complex64)
 
@@ -168,8 +246,9 @@ def _check_sens(sens, hw) -> torch.Tensor | None:
     if sens is None:
         return None
     _require_complex(sens, "sens")
-    if sens.ndim != 3 or tuple(sens.shape[-2:]) != tuple(hw):
-        raise ValueError(f"sens must be (C, H, W) complex with (H, W) = {tuple(hw)}; got {tuple(sens.shape)}")
+    if sens.ndim != 3 or tuple(sens.shape[-2:]) != tuple(hw) or sens.shape[0] < 1:
+        raise ValueError(f"sens must be (C, H, W) complex with C >= 1 and (H, W) = {tuple(hw)}; got "
+                         f"{tuple(sens.shape)}")
     return sens
 
 
@@ -215,8 +294,8 @@ def add_complex_noise(kspace: torch.Tensor, noise_std: float, mask: torch.Tensor
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """``y + ε`` with ε's real and imaginary parts i.i.d. N(0, noise_std²), only where ``mask`` samples."""
     _require_complex(kspace, "kspace")
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0; got {noise_std}")
+    noise_std = _check_number("noise_std", noise_std, low=0.0)
+    _check_generator(generator)
     noise = torch.randn(kspace.shape, dtype=kspace.dtype, generator=generator, device="cpu") * math.sqrt(2.0)
     # torch.randn on a complex dtype gives E|ε|² = 1 (each part has variance 1/2); rescale to std 1 per part.
     noise = (noise * noise_std).to(kspace.device)
@@ -232,6 +311,18 @@ def conjugate_gradient(apply_A: Callable[[torch.Tensor], torch.Tensor], b: torch
     b: (B, ...) complex or real; ``apply_A`` maps a (B, ...) tensor to one of the same shape. Stops when
     every batch element's residual norm falls below ``tol · ‖b‖`` or after ``n_iters`` iterations.
     """
+    if not callable(apply_A):
+        raise TypeError(f"apply_A must be a callable mapping a (B, ...) tensor to one of the same shape; got "
+                        f"{type(apply_A).__name__}")
+    if not isinstance(b, torch.Tensor) or b.ndim < 1 or b.numel() == 0 or not (b.is_complex() or b.is_floating_point()):
+        got = f"shape {tuple(b.shape)} dtype {b.dtype}" if isinstance(b, torch.Tensor) else type(b).__name__
+        raise ValueError(f"b must be a non-empty real or complex float tensor (B, ...); got {got}")
+    _check_int("n_iters", n_iters, 1, hint=" (conjugate gradients needs at least one iteration)")
+    tol = _check_number("tol", tol, low=0.0)
+    if x0 is not None and (not isinstance(x0, torch.Tensor) or x0.shape != b.shape):
+        got = f"shape {tuple(x0.shape)}" if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must be None or a tensor of b's shape {tuple(b.shape)}; got {got}")
+
     def dot(u, v):  # batched <u, v> = Σ conj(u) v, real part (A is Hermitian, so this is enough)
         return (u.conj() * v).real.reshape(u.shape[0], -1).sum(1)
 
@@ -247,6 +338,8 @@ def conjugate_gradient(apply_A: Callable[[torch.Tensor], torch.Tensor], b: torch
         if bool((rs <= stop).all()):
             break
         Ap = apply_A(p)
+        if Ap.shape != p.shape:
+            raise ValueError(f"apply_A must return the shape it was given, {tuple(p.shape)}; got {tuple(Ap.shape)}")
         alpha = rs / dot(p, Ap).clamp_min(1e-30)
         alpha = torch.where(rs <= stop, torch.zeros_like(alpha), alpha)
         x = x + bc(alpha) * p
@@ -260,6 +353,17 @@ def conjugate_gradient(apply_A: Callable[[torch.Tensor], torch.Tensor], b: torch
 # ------------------------------------------------------------------------------------------------------
 # 2. The prior: a VAE with a spatial latent and a fixed decoder precision
 # ------------------------------------------------------------------------------------------------------
+
+
+def _check_architecture(image_size, latent_channels, n_down, width, decoder_precision) -> float:
+    _check_int("n_down", n_down, 0)
+    _check_int("image_size", image_size, 2 ** n_down)
+    _check_int("latent_channels", latent_channels, 1)
+    _check_int("width", width, 1)
+    if image_size % (2 ** n_down):
+        raise ValueError(f"image_size must be divisible by 2**n_down = {2 ** n_down}; got {image_size}")
+    return _check_number("decoder_precision", decoder_precision, low=0.0, strict=True,
+                         hint=" (1 / sigma_x^2; the paper uses 50)")
 
 
 class SpatialVAE(nn.Module):
@@ -276,10 +380,7 @@ class SpatialVAE(nn.Module):
     def __init__(self, image_size: int = 32, latent_channels: int = 8, n_down: int = 3, width: int = 32,
                  decoder_precision: float = 50.0):
         super().__init__()
-        if image_size % (2 ** n_down):
-            raise ValueError(f"image_size must be divisible by 2**n_down = {2 ** n_down}; got {image_size}")
-        if decoder_precision <= 0:
-            raise ValueError(f"decoder_precision must be > 0; got {decoder_precision}")
+        decoder_precision = _check_architecture(image_size, latent_channels, n_down, width, decoder_precision)
         self.image_size, self.latent_channels, self.n_down = image_size, latent_channels, n_down
         self.decoder_precision = float(decoder_precision)
         chans = [width * 2 ** i for i in range(n_down + 1)]
@@ -308,14 +409,22 @@ class SpatialVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, 1, H, W) real -> mean and log-variance of q(z|x), each (B, *latent_shape)."""
-        if x.ndim != 4 or x.shape[1] != 1 or x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+        if not isinstance(x, torch.Tensor) or x.is_complex() or not x.is_floating_point():
+            got = f"dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a real float tensor (B, 1, {self.image_size}, {self.image_size}); got {got}"
+                             " (take .abs() of a complex image)")
+        if x.ndim != 4 or x.shape[1] != 1 or x.shape[-1] != self.image_size or x.shape[-2] != self.image_size \
+                or x.shape[0] < 1:
             raise ValueError(f"x must be (B, 1, {self.image_size}, {self.image_size}) real; got {tuple(x.shape)}")
         h = self.encoder(x)
         return self.to_mean(h), self.to_logvar(h).clamp(-12.0, 6.0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z: (B, *latent_shape) -> μ_θ(z): (B, 1, H, W)."""
-        if tuple(z.shape[1:]) != self.latent_shape:
+        if not isinstance(z, torch.Tensor) or z.is_complex() or not z.is_floating_point():
+            got = f"dtype {z.dtype}" if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"z must be a real float tensor (B, {', '.join(map(str, self.latent_shape))}); got {got}")
+        if z.ndim != 4 or tuple(z.shape[1:]) != self.latent_shape or z.shape[0] < 1:
             raise ValueError(f"z must be (B, {', '.join(map(str, self.latent_shape))}); got {tuple(z.shape)}")
         return self.decoder(z)
 
@@ -339,8 +448,17 @@ def negative_elbo(x: torch.Tensor, x_mean: torch.Tensor, z_mean: torch.Tensor, z
     x, x_mean: (B, 1, H, W); z_mean, z_logvar: (B, *latent_shape). Returns {"loss", "recon", "kl",
     "mse"} (scalars; "loss" = recon + kl).
     """
+    for name, t in (("x", x), ("x_mean", x_mean), ("z_mean", z_mean), ("z_logvar", z_logvar)):
+        _require_real(t, name, min_ndim=2)
     if x.shape != x_mean.shape:
         raise ValueError(f"x and x_mean must have the same shape; got {tuple(x.shape)} and {tuple(x_mean.shape)}")
+    if z_mean.shape != z_logvar.shape:
+        raise ValueError(f"z_mean and z_logvar must have the same shape (B, *latent_shape); got "
+                         f"{tuple(z_mean.shape)} and {tuple(z_logvar.shape)}")
+    if z_mean.shape[0] != x.shape[0]:
+        raise ValueError(f"x and z_mean must hold the same batch B; got {x.shape[0]} images and {z_mean.shape[0]} "
+                         "latents")
+    decoder_precision = _check_number("decoder_precision", decoder_precision, low=0.0, strict=True)
     d = x[0].numel()
     sq = ((x - x_mean) ** 2).flatten(1).sum(1)
     recon = 0.5 * decoder_precision * sq - 0.5 * d * math.log(decoder_precision / (2 * math.pi))
@@ -359,13 +477,23 @@ def train_vae(images: torch.Tensor, *, num_steps: int, batch_size: int = 64, lr:
     MSE (with z = encoder mean for the MSE) to the history every 10 % of the steps.
     Returns ``(vae in eval mode, TrainResult)``.
     """
-    if images.ndim != 4 or images.shape[1] != 1 or images.shape[-1] != images.shape[-2]:
-        raise ValueError(f"images must be (N, 1, S, S); got {tuple(images.shape)}")
+    _require_real(images, "images", min_ndim=4)
+    if images.ndim != 4 or images.shape[1] != 1 or images.shape[-1] != images.shape[-2] or images.shape[0] < 1:
+        raise ValueError(f"images must be (N, 1, S, S) with N >= 1; got {tuple(images.shape)}")
     if not torch.isfinite(images).all():
         raise ValueError("images contain NaN or inf")
     if not isinstance(num_steps, int) or num_steps < 1 or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"num_steps and batch_size must be ints >= 1; got num_steps={num_steps!r}, "
                          f"batch_size={batch_size!r}")
+    lr = _check_number("lr", lr, low=0.0, strict=True)
+    _check_int("seed", seed, 0)
+    if val_images is not None:
+        _require_real(val_images, "val_images", min_ndim=4)
+        if val_images.ndim != 4 or tuple(val_images.shape[1:]) != tuple(images.shape[1:]) or val_images.shape[0] < 1:
+            raise ValueError(f"val_images must be (M, 1, S, S) like images {tuple(images.shape[1:])}; got "
+                             f"{tuple(val_images.shape)}")
+        _check_finite(val_images, "val_images")
+    _check_architecture(images.shape[-1], latent_channels, n_down, width, decoder_precision)
     device = resolve_device(device)
     with isolated_rng(seed, device):
         return _train_vae(images, num_steps, batch_size, lr, latent_channels, n_down, width, decoder_precision,
@@ -421,6 +549,29 @@ def _check_kspace(y: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor | None
     return y
 
 
+def _check_stds(noise_std, decoder_std) -> None:
+    _check_number("noise_std", noise_std, low=0.0, strict=True, hint=" (k-space noise std per real/imaginary part)")
+    _check_number("decoder_std", decoder_std, low=0.0, strict=True, hint=" (sigma_x = decoder_precision ** -0.5)")
+
+
+def _check_method(method, sens) -> None:
+    if method not in ("auto", "closed_form", "cg"):
+        raise ValueError(f"method must be 'auto', 'closed_form' or 'cg'; got {method!r}")
+    if method == "closed_form" and sens is not None:
+        raise ValueError("method='closed_form' needs a single coil with unit sensitivity (sens=None); use "
+                         "method='cg' or 'auto' with coil maps")
+
+
+def _check_image_mean(image_mean, y) -> torch.Tensor:
+    if not isinstance(image_mean, torch.Tensor) or not (image_mean.is_complex() or image_mean.is_floating_point()):
+        got = f"dtype {image_mean.dtype}" if isinstance(image_mean, torch.Tensor) else type(image_mean).__name__
+        raise ValueError(f"image_mean must be a real or complex float tensor (B, H, W); got {got}")
+    if image_mean.ndim != 3 or tuple(image_mean.shape[-2:]) != tuple(y.shape[-2:]) or image_mean.shape[0] < 1:
+        raise ValueError(f"image_mean must be (B, H, W) with (H, W) = {tuple(y.shape[-2:])}; got "
+                         f"{tuple(image_mean.shape)}")
+    return _as_complex(image_mean)
+
+
 def log_likelihood(image_mean: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, noise_std: float,
                    decoder_std: float, sens: torch.Tensor | None = None, method: str = "auto",
                    cg_iters: int = 30) -> torch.Tensor:
@@ -438,20 +589,16 @@ def log_likelihood(image_mean: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
     y: (C, H, W) complex measured k-space (zeros where unsampled), mask: (H, W).
     """
     y = _check_kspace(y, mask, sens)
-    mu = _as_complex(image_mean)
-    if mu.ndim != 3 or tuple(mu.shape[-2:]) != tuple(y.shape[-2:]):
-        raise ValueError(f"image_mean must be (B, H, W) with (H, W) = {tuple(y.shape[-2:])}; got {tuple(mu.shape)}")
+    _check_stds(noise_std, decoder_std)
+    _check_method(method, sens)
+    _check_int("cg_iters", cg_iters, 1)
+    mu = _check_image_mean(image_mean, y)
     if method == "auto":
         method = "closed_form" if sens is None else "cg"
     m = mask.bool().to(y.device)
     r = (y - forward_op(mu, m, sens)) * m  # (B, C, H, W)
     if method == "closed_form":
-        if sens is not None and sens.shape[0] != 1:
-            raise ValueError("the closed form needs a single coil with unit sensitivity; use method='cg'")
         return -(r.abs() ** 2).flatten(1).sum(1) / (2 * (noise_std ** 2 + decoder_std ** 2))
-    if method != "cg":
-        raise ValueError(f"method must be 'auto', 'closed_form' or 'cg'; got {method!r}")
-
     def apply_A(v):
         return noise_std ** 2 * v + decoder_std ** 2 * forward_op(adjoint_op(v, m, sens), m, sens)
 
@@ -463,7 +610,19 @@ def log_likelihood(image_mean: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
 
 def latent_log_prior(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) up to a constant: (B, ...) -> (B,)."""
+    _require_real(z, "z", min_ndim=1)
     return -0.5 * (z ** 2).flatten(1).sum(1)
+
+
+def _check_vae(vae) -> None:
+    if not isinstance(vae, SpatialVAE):
+        raise TypeError(f"vae must be a trained SpatialVAE (from train_vae); got {type(vae).__name__}")
+
+
+def _check_vae_size(vae: SpatialVAE, y: torch.Tensor, name: str) -> None:
+    hw = (vae.image_size, vae.image_size)
+    if tuple(y.shape[-2:]) != hw:
+        raise ValueError(f"{name} must be {hw} to match the VAE; got {tuple(y.shape[-2:])}")
 
 
 def latent_log_posterior(vae: SpatialVAE, y: torch.Tensor, mask: torch.Tensor, *, noise_std: float,
@@ -474,8 +633,14 @@ def latent_log_posterior(vae: SpatialVAE, y: torch.Tensor, mask: torch.Tensor, *
     Returns ``log_prob(z: (num_chains, *latent_shape)) -> (num_chains,)``, differentiable in z. The VAE's
     decoder precision sets σ_x; p(z) = N(0, I) is the prior the VAE was trained with.
     """
+    _check_vae(vae)
+    y = _check_kspace(y, mask, sens)
+    _check_vae_size(vae, y, "y")
+    _check_stds(noise_std, vae.decoder_std)
+    _check_method(method, sens)
+    _check_int("cg_iters", cg_iters, 1)
     device = next(vae.parameters()).device
-    y = _check_kspace(y, mask, sens).to(device)
+    y = y.to(device)
     mask = mask.to(device)
     sens = sens.to(device) if sens is not None else None
 
@@ -498,7 +663,9 @@ def data_consistent_image(image_mean: torch.Tensor, y: torch.Tensor, mask: torch
     image_mean: (B, H, W) real or complex; returns (B, H, W) complex.
     """
     y = _check_kspace(y, mask, sens)
-    mu = _as_complex(image_mean)
+    _check_stds(noise_std, decoder_std)
+    _check_int("cg_iters", cg_iters, 1)
+    mu = _check_image_mean(image_mean, y)
     m = mask.bool().to(y.device)
     sx2, sn2 = decoder_std ** 2, noise_std ** 2
     if sens is None:
@@ -510,6 +677,49 @@ def data_consistent_image(image_mean: torch.Tensor, y: torch.Tensor, mask: torch
         return v / sx2 + adjoint_op(forward_op(v, m, sens), m, sens) / sn2
 
     b = mu / sx2 + adjoint_op(y, m, sens) / sn2
+    return conjugate_gradient(apply_P, b, n_iters=cg_iters, tol=1e-7, x0=mu.clone())
+
+
+def sample_image_posterior(image_mean: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, noise_std: float,
+                           decoder_std: float, sens: torch.Tensor | None = None,
+                           generator: torch.Generator | None = None, cg_iters: int = 50) -> torch.Tensor:
+    """One draw of ``x ~ p(x | y, z)`` per decoder output μ = μ_θ(z): (B, H, W) -> (B, H, W) complex.
+
+    The model behind :func:`log_likelihood`: x = μ + σ_x η and y = E x + σ_n ε, with η and ε complex
+    white noise whose real and imaginary parts are i.i.d. N(0, 1) (so x is a complex image, like the
+    k-space). Both are Gaussian and E is linear, so the posterior is Gaussian, with the precision
+    ``P = σ_x⁻² I + σ_n⁻² EᴴE``, the mean ``x̂ = P⁻¹(σ_x⁻² μ + σ_n⁻² Eᴴ y)`` of
+    :func:`data_consistent_image` and the complex covariance ``E[(x − x̂)(x − x̂)ᴴ] = 2 P⁻¹`` (one P⁻¹ from
+    each of the real and imaginary parts; the pseudo-covariance ``E[(x − x̂)(x − x̂)ᵀ]`` is zero).
+
+    Single coil (``sens`` None): F diagonalises P: in k-space the posterior variance per part is
+    ``σ_x² σ_n² / (σ_x² + σ_n²)`` on the measured entries and ``σ_x²`` (the prior's) on the others, so
+    ``x = x̂ + Fᴴ(√v ⊙ ξ)`` with ξ complex white noise, exactly. Several coils: "perturb, then solve":
+    ``x = P⁻¹(σ_x⁻²(μ + σ_x η) + σ_n⁻² Eᴴ(y + σ_n M ε))`` is Gaussian with mean x̂ and complex covariance
+    ``P⁻¹ · 2(σ_x⁻² + σ_n⁻² EᴴE) · P⁻¹ = 2 P⁻¹`` (solved by :func:`conjugate_gradient`, exact up to its
+    tolerance). Noise is drawn on the CPU from ``generator``, so a seed gives the same draws everywhere.
+    """
+    y = _check_kspace(y, mask, sens)
+    _check_stds(noise_std, decoder_std)
+    _check_int("cg_iters", cg_iters, 1)
+    _check_generator(generator)
+    mu = _check_image_mean(image_mean, y)
+    m = mask.bool().to(y.device)
+    sx2, sn2 = decoder_std ** 2, noise_std ** 2
+
+    def white(shape):  # complex noise, real and imaginary parts each N(0, 1)
+        return (torch.randn(shape, dtype=mu.dtype, generator=generator, device="cpu") * math.sqrt(2.0)).to(mu.device)
+
+    if sens is None:
+        x_hat = data_consistent_image(mu, y, m, noise_std=noise_std, decoder_std=decoder_std)
+        v = torch.where(m, torch.tensor(sx2 * sn2 / (sx2 + sn2)), torch.tensor(sx2)).to(mu.real.dtype)
+        return ifft2c(fft2c(x_hat) + torch.sqrt(v).to(mu.device) * white(mu.shape))
+
+    def apply_P(u):
+        return u / sx2 + adjoint_op(forward_op(u, m, sens), m, sens) / sn2
+
+    eta, eps = white(mu.shape), white((mu.shape[0], *y.shape))
+    b = (mu + decoder_std * eta) / sx2 + adjoint_op(y + noise_std * eps * m, m, sens) / sn2
     return conjugate_gradient(apply_P, b, n_iters=cg_iters, tol=1e-7, x0=mu.clone())
 
 
@@ -587,9 +797,21 @@ def effective_sample_size(samples) -> np.ndarray:
 
 
 def _as_numpy_chains(samples) -> np.ndarray:
-    x = samples.detach().cpu().double().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples, float)
-    if x.ndim < 2:
+    if isinstance(samples, torch.Tensor):
+        if samples.is_complex():
+            raise ValueError("samples must be real (num_chains, n_draws, *shape); got a complex tensor (take .abs())")
+        x = samples.detach().cpu().double().numpy()
+    else:
+        try:
+            x = np.asarray(samples, float)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"samples must be a real array (num_chains, n_draws, *shape); got "
+                             f"{type(samples).__name__}") from err
+    if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"samples must be (num_chains, n_draws, *shape); got shape {x.shape}")
+    if x.size == 0 or not np.isfinite(x).all():
+        raise ValueError(f"samples must be non-empty and finite; got shape {x.shape}"
+                         + ("" if x.size == 0 else " with NaN or inf"))
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
@@ -634,6 +856,15 @@ class MALAResult:
                 "max R-hat": float(np.nanmax(self.rhat)), "kept": int(self.samples.shape[0] * self.samples.shape[1])}
 
 
+def _check_precond(precond, z) -> None:
+    if not isinstance(precond, torch.Tensor) or precond.is_complex():
+        raise ValueError(f"precond must be a positive real tensor; got {type(precond).__name__}")
+    shape = tuple(precond.shape)
+    if shape not in (tuple(z.shape[1:]), (1, *z.shape[1:]), tuple(z.shape)) or not bool((precond > 0).all()):
+        raise ValueError(f"precond must be positive with shape {tuple(z.shape[1:])} (one value per coordinate); "
+                         f"got shape {shape}")
+
+
 def mala_proposal(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise: torch.Tensor,
                   precond: torch.Tensor | None = None) -> torch.Tensor:
     """Langevin proposal ``z' = z + ε D ∇log π(z) + √(2ε) D^½ ξ`` (ε = step_size, ξ = noise ~ N(0, I)).
@@ -641,6 +872,14 @@ def mala_proposal(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise: 
     D = diag(precond) is an optional fixed diagonal preconditioner (a "mass matrix" inverse); None means
     D = I, the plain proposal ``z + ε ∇log π(z) + √(2ε) ξ``.
     """
+    for name, t in (("z", z), ("grad", grad), ("noise", noise)):
+        _require_real(t, name, min_ndim=1)
+    if not z.shape == grad.shape == noise.shape:
+        raise ValueError(f"z, grad and noise must have the same shape (num_chains, ...); got {tuple(z.shape)}, "
+                         f"{tuple(grad.shape)} and {tuple(noise.shape)}")
+    step_size = _check_number("step_size", step_size, low=0.0, strict=True)
+    if precond is not None:
+        _check_precond(precond, z)
     if precond is None:
         return z + step_size * grad + math.sqrt(2.0 * step_size) * noise
     return z + step_size * precond * grad + torch.sqrt(2.0 * step_size * precond) * noise
@@ -652,9 +891,21 @@ def mala_log_accept_ratio(z, lp, grad, z_new, lp_new, grad_new, step_size: float
 
     q(a | b) = N(a; b + ε D ∇log π(b), 2ε D), so log q(a | b) = −‖a − b − ε D ∇log π(b)‖²_{D⁻¹} / (4ε)
     + const (D = I without a preconditioner). This is the textbook Metropolis-Hastings ratio; the
-    target and the proposal terms carry the same weight (the official code scales only the first by
-    1/50, which breaks detailed balance).
+    target and the proposal terms carry the same weight (the official code, ``vaesampling.py``, weighs
+    the proposal terms 50 times less than its own proposal requires, which breaks detailed balance).
     """
+    for name, t in (("z", z), ("grad", grad), ("z_new", z_new), ("grad_new", grad_new)):
+        _require_real(t, name, min_ndim=1)
+    if not z.shape == grad.shape == z_new.shape == grad_new.shape:
+        raise ValueError(f"z, grad, z_new and grad_new must have the same shape (num_chains, ...); got "
+                         f"{tuple(z.shape)}, {tuple(grad.shape)}, {tuple(z_new.shape)} and {tuple(grad_new.shape)}")
+    for name, t in (("lp", lp), ("lp_new", lp_new)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (z.shape[0],):
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a (num_chains,) = ({z.shape[0]},) tensor of log densities; got {got}")
+    step_size = _check_number("step_size", step_size, low=0.0, strict=True)
+    if precond is not None:
+        _check_precond(precond, z)
     d = torch.ones_like(z) if precond is None else precond
     fwd = ((z_new - z - step_size * d * grad) ** 2 / d).flatten(1).sum(1)
     bwd = ((z - z_new - step_size * d * grad_new) ** 2 / d).flatten(1).sum(1)
@@ -689,16 +940,29 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, num
     otherwise stay there for the whole run). Like the starting point, this happens before any sample is kept, so the
     kept chains are still plain MH chains; ``n_restarted`` in the result says how many were moved.
     """
-    if not isinstance(z0, torch.Tensor) or not z0.is_floating_point() or z0.ndim < 2:
+    if not callable(log_prob):
+        raise TypeError(f"log_prob must be a callable mapping (num_chains, *shape) to (num_chains,); got "
+                        f"{type(log_prob).__name__}")
+    if not isinstance(z0, torch.Tensor) or not z0.is_floating_point() or z0.ndim < 2 or z0.shape[0] < 1:
         got = f"{tuple(z0.shape)} {z0.dtype}" if isinstance(z0, torch.Tensor) else type(z0).__name__
         raise ValueError(f"z0 must be a float tensor (num_chains, *shape); got {got}")
     if not torch.isfinite(z0).all():
         raise ValueError("z0 contains NaN or inf")
-    burn_in = num_steps // 4 if burn_in is None else int(burn_in)
-    if not (isinstance(num_steps, (int, np.integer)) and num_steps >= 1):
+    if isinstance(num_steps, bool) or not (isinstance(num_steps, (int, np.integer)) and num_steps >= 1):
         raise ValueError(f"num_steps must be an int >= 1; got {num_steps!r}")
+    if burn_in is not None and (isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer))):
+        raise ValueError(f"burn_in must be None or an int in [0, num_steps); got {burn_in!r}")
+    burn_in = num_steps // 4 if burn_in is None else int(burn_in)
     if not 0 <= burn_in < num_steps:
         raise ValueError(f"burn_in must be in [0, num_steps) = [0, {num_steps}); got {burn_in}")
+    _check_int("thin", thin, 1)
+    _check_generator(generator)
+    if not _is_number(step_size):
+        raise ValueError(f"step_size must be a positive finite float; got {type(step_size).__name__} {step_size!r}")
+    if not _is_number(target_accept):
+        raise ValueError(f"target_accept must be in (0, 1); got {type(target_accept).__name__} {target_accept!r}")
+    if restart_below is not None and not _is_number(restart_below):
+        raise ValueError(f"restart_below must be None or > 0 (nats); got {type(restart_below).__name__}")
     if thin < 1 or (num_steps - burn_in) // thin < 1:
         raise ValueError(f"thin must be >= 1 and leave at least one sample; got thin={thin} with "
                          f"{num_steps - burn_in} post-burn-in steps")
@@ -709,9 +973,11 @@ def mala(log_prob: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, num
     if restart_below is not None and not restart_below > 0:
         raise ValueError(f"restart_below must be None or > 0 (nats); got {restart_below}")
     if precond is not None:
-        if tuple(precond.shape) != tuple(z0.shape[1:]) or not bool((precond > 0).all()):
+        if not isinstance(precond, torch.Tensor) or tuple(precond.shape) != tuple(z0.shape[1:]) \
+                or not bool((precond > 0).all()):
+            got = tuple(precond.shape) if isinstance(precond, torch.Tensor) else type(precond).__name__
             raise ValueError(f"precond must be positive with shape {tuple(z0.shape[1:])} (one value per "
-                             f"coordinate); got shape {tuple(precond.shape)}")
+                             f"coordinate); got shape {got}")
         precond = precond.to(dtype=z0.dtype, device=z0.device).unsqueeze(0)
 
     z = z0.detach().clone()
@@ -777,8 +1043,11 @@ def gaussian_linear_posterior(A: torch.Tensor, y: torch.Tensor, noise_std: float
     Σ = (I + AᵀA / σ²)⁻¹ and m = Σ Aᵀ y / σ². The linear-Gaussian toy on which :func:`mala` must recover
     a known answer (a "linear decoder" version of the latent posterior).
     """
+    _require_real(A, "A", min_ndim=2)
+    _require_real(y, "y", min_ndim=1)
     if A.ndim != 2 or y.shape != (A.shape[0],):
         raise ValueError(f"A must be (n, d) and y (n,); got {tuple(A.shape)} and {tuple(y.shape)}")
+    noise_std = _check_number("noise_std", noise_std, low=0.0, strict=True)
     precision = torch.eye(A.shape[1], dtype=A.dtype) + A.T @ A / noise_std ** 2
     cov = torch.linalg.inv(precision)
     return cov @ A.T @ y / noise_std ** 2, cov
@@ -793,9 +1062,13 @@ def gaussian_linear_posterior(A: torch.Tensor, y: torch.Tensor, noise_std: float
 class PosteriorReconstruction:
     """Samples of possible reconstructions and their summaries (all on the CPU).
 
-    samples: (n_samples, H, W) magnitudes of the data-consistent images, one per kept latent sample
-    (chains concatenated). mean / std: (H, W) pixel-wise posterior mean and standard deviation.
-    zero_filled: (H, W) magnitude of Eᴴy. latent: the :class:`MALAResult` of the latent chain.
+    samples: (n_samples, H, W) magnitudes of the data-consistent images E[x | y, z_i], one per kept
+    latent sample (chains concatenated). mean / std: (H, W) pixel-wise mean and standard deviation of
+    ``samples``. zero_filled: (H, W) magnitude of Eᴴy. latent: the :class:`MALAResult` of the latent
+    chain. complex_samples: the complex E[x | y, z_i]. full_samples: (n_samples, H, W) magnitudes of one
+    draw x ~ p(x | y, z_i) per latent sample (:func:`sample_image_posterior`): the whole posterior,
+    including the decoder's own σ_x (None when ``SamplerConfig.full_posterior`` is False), and
+    full_complex_samples the complex draws themselves.
     """
     samples: torch.Tensor
     mean: torch.Tensor
@@ -803,6 +1076,8 @@ class PosteriorReconstruction:
     zero_filled: torch.Tensor
     latent: MALAResult
     complex_samples: torch.Tensor = field(repr=False, default=None)
+    full_samples: torch.Tensor = field(repr=False, default=None)
+    full_complex_samples: torch.Tensor = field(repr=False, default=None)
 
     def _by_chain(self) -> torch.Tensor:
         num_chains = self.latent.samples.shape[0]
@@ -820,8 +1095,8 @@ class PosteriorReconstruction:
 
     def interval(self, level: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel-wise central credible interval from the sample quantiles: (lower, upper), each (H, W)."""
-        if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1); got {level}")
+        if not _is_number(level) or not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1); got {level!r}")
         q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=self.samples.dtype)
         lo, hi = torch.quantile(self.samples, q, dim=0)
         return lo, hi
@@ -836,7 +1111,8 @@ class SamplerConfig:
     Robbins-Monro adaptation aims at (0.57); init_spread: over-dispersion of the starts, in encoder stds;
     precondition: scale proposals by the encoder's variance (our addition); restart_below: nats below
     the median at which a chain is restarted during burn-in (``None``: never); method, cg_iters: how the
-    data-consistent marginal is computed (see :func:`latent_log_posterior`).
+    data-consistent marginal is computed (see :func:`latent_log_posterior`); full_posterior: also draw
+    one x ~ p(x | y, z_i) per kept latent (:attr:`PosteriorReconstruction.full_samples`).
     """
     num_chains: int = 4
     num_steps: int = 2000
@@ -849,20 +1125,32 @@ class SamplerConfig:
     restart_below: float | None = None
     method: str = "auto"
     cg_iters: int = 30
+    full_posterior: bool = True
 
     def __post_init__(self):
         for name in ("num_chains", "num_steps", "thin", "cg_iters"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1; got {value!r}")
-        if not isinstance(self.burn_in, int) or not 0 <= self.burn_in < self.num_steps:
+        if isinstance(self.burn_in, bool) or not isinstance(self.burn_in, int) or not 0 <= self.burn_in < self.num_steps:
             raise ValueError(f"burn_in must be an int in [0, num_steps); got {self.burn_in!r} with num_steps={self.num_steps}")
-        if not (math.isfinite(self.step_size) and self.step_size > 0):
+        if (self.num_steps - self.burn_in) // self.thin < 1:
+            raise ValueError(f"thin={self.thin} leaves no sample after burn-in ({self.num_steps - self.burn_in} steps); "
+                             "lower thin or burn_in")
+        if not (_is_number(self.step_size) and math.isfinite(self.step_size) and self.step_size > 0):
             raise ValueError(f"step_size must be > 0; got {self.step_size!r}")
-        if not 0 < self.target_accept < 1:
+        if not (_is_number(self.target_accept) and 0 < self.target_accept < 1):
             raise ValueError(f"target_accept must be in (0, 1); got {self.target_accept!r}")
-        if not (math.isfinite(self.init_spread) and self.init_spread >= 0):
+        if not (_is_number(self.init_spread) and math.isfinite(self.init_spread) and self.init_spread >= 0):
             raise ValueError(f"init_spread must be >= 0; got {self.init_spread!r}")
+        for name in ("precondition", "full_posterior"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        if self.restart_below is not None and not (_is_number(self.restart_below) and self.restart_below > 0
+                                                   and math.isfinite(self.restart_below)):
+            raise ValueError(f"restart_below must be None or a number of nats > 0; got {self.restart_below!r}")
+        if self.method not in ("auto", "closed_form", "cg"):
+            raise ValueError(f"method must be 'auto', 'closed_form' or 'cg'; got {self.method!r}")
 
 
 def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: SpatialVAE,
@@ -884,7 +1172,12 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
        (background) get prior-sized moves, so one step size suits both. ``restart_below`` (nats) moves
        chains stuck far below the others during burn-in (see :func:`mala`).
     3. Turn every kept z into :func:`data_consistent_image`; report magnitudes, pixel-wise mean and std.
+       With ``full_posterior``, also draw one x ~ p(x | y, z) per kept z (:func:`sample_image_posterior`),
+       from the same generator after the chain has finished, so the chain is the same either way.
     """
+    _check_vae(vae)
+    if cfg is not None and not isinstance(cfg, SamplerConfig):
+        raise TypeError(f"cfg must be None or a SamplerConfig; got {type(cfg).__name__}")
     unknown = set(options) - {f.name for f in dataclasses.fields(SamplerConfig)}
     if unknown:
         raise ValueError(f"unknown sampler option(s) {sorted(unknown)}; SamplerConfig has "
@@ -894,11 +1187,15 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
     step_size, target_accept, init_spread = cfg.step_size, cfg.target_accept, cfg.init_spread
     precondition, restart_below, method, cg_iters = cfg.precondition, cfg.restart_below, cfg.method, cfg.cg_iters
     y = _check_kspace(kspace, mask, sens)
-    hw = (vae.image_size, vae.image_size)
-    if tuple(y.shape[-2:]) != hw:
-        raise ValueError(f"kspace must be {hw} to match the VAE; got {tuple(y.shape[-2:])}")
-    if not (isinstance(noise_std, (int, float)) and math.isfinite(noise_std) and noise_std > 0):
+    _check_vae_size(vae, y, "kspace")
+    _check_finite(y, "kspace")
+    if sens is not None:
+        _check_finite(sens, "sens")
+    if not (_is_number(noise_std) and math.isfinite(noise_std) and noise_std > 0):
         raise ValueError(f"noise_std must be a positive number; got {noise_std!r}")
+    if cfg.method == "closed_form" and sens is not None:
+        _check_method(cfg.method, sens)
+    _check_int("seed", seed, 0)
     device = next(vae.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     y, mask_d = y.to(device), mask.to(device)
@@ -922,31 +1219,137 @@ def sample_reconstructions(kspace: torch.Tensor, mask: torch.Tensor, vae: Spatia
                       restart_below=restart_below, generator=gen, progress=progress)
         with torch.no_grad():
             z = result.samples.reshape(-1, *vae.latent_shape).to(device)
-            images = []
+            images, draws = [], []
             for chunk in z.split(64):
                 mu = vae.decode(chunk)[:, 0]
                 images.append(data_consistent_image(mu, y, mask_d, noise_std=noise_std,
                                                     decoder_std=vae.decoder_std, sens=sens_d))
+                if cfg.full_posterior:  # after MALA, so the latent chain's draws are the same either way
+                    draws.append(sample_image_posterior(mu, y, mask_d, noise_std=noise_std, decoder_std=vae.decoder_std,
+                                                        sens=sens_d, generator=gen))
             x = torch.cat(images).cpu()
+            full = torch.cat(draws).cpu() if draws else None
     finally:
         for p, flag in saved_flags:
             p.requires_grad_(flag)
     mags = x.abs()
     return PosteriorReconstruction(samples=mags, mean=mags.mean(0), std=mags.std(0), zero_filled=zf.abs().cpu(),
-                                   latent=result, complex_samples=x)
+                                   latent=result, complex_samples=x, full_complex_samples=full,
+                                   full_samples=None if full is None else full.abs())
 
 
 # ------------------------------------------------------------------------------------------------------
-# 6. Evaluation
+# 6. A classical baseline: total-variation regularised least squares
+# ------------------------------------------------------------------------------------------------------
+
+
+def _grad2d(x: torch.Tensor) -> torch.Tensor:
+    """Forward differences, (..., H, W) -> (..., 2, H, W); zero across the last row / column (Neumann)."""
+    g = torch.zeros((*x.shape[:-2], 2, *x.shape[-2:]), dtype=x.dtype, device=x.device)
+    g[..., 0, :-1, :] = x[..., 1:, :] - x[..., :-1, :]
+    g[..., 1, :, :-1] = x[..., :, 1:] - x[..., :, :-1]
+    return g
+
+
+def _grad2d_adjoint(g: torch.Tensor) -> torch.Tensor:
+    """The adjoint of :func:`_grad2d` (minus the divergence): (..., 2, H, W) -> (..., H, W)."""
+    gv, gh = g[..., 0, :, :], g[..., 1, :, :]
+    out = torch.zeros_like(gv)
+    out[..., :-1, :] -= gv[..., :-1, :]
+    out[..., 1:, :] += gv[..., :-1, :]
+    out[..., :, :-1] -= gh[..., :, :-1]
+    out[..., :, 1:] += gh[..., :, :-1]
+    return out
+
+
+def tv_objective(image: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor, *, lam: float,
+                 sens: torch.Tensor | None = None) -> float:
+    """``½ ‖M(E x) − y‖² + λ TV(x)`` with the isotropic TV(x) = Σ_pixels √(|∂_v x|² + |∂_h x|²).
+
+    image: (H, W) real or complex; kspace: (C, H, W) (or (H, W) for one coil). The objective that
+    :func:`tv_reconstruction` minimises.
+    """
+    y = _check_kspace(kspace, mask, sens)
+    x = _check_image(image, y, "image")
+    lam = _check_number("lam", lam, low=0.0)
+    m = mask.bool().to(y.device)
+    data = 0.5 * float((forward_op(x, m, sens) - y * m).abs().pow(2).sum())
+    tv = float(torch.sqrt((_grad2d(x).abs() ** 2).sum(-3)).sum())
+    return data + lam * tv
+
+
+def tv_reconstruction(kspace: torch.Tensor, mask: torch.Tensor, *, lam: float, sens: torch.Tensor | None = None,
+                      num_iters: int = 300, x0: torch.Tensor | None = None) -> torch.Tensor:
+    """TV-regularised least squares ``argmin_x ½ ‖M(E x) − y‖² + λ TV(x)``, (H, W) complex.
+
+    The classical compressed-sensing reconstruction (Lustig et al. 2007, with TV as the sparsifying
+    transform). Solved by the primal-dual hybrid gradient method of Chambolle and Pock (2011,
+    Algorithm 1, θ = 1) on ``min_x F₁(E x) + F₂(∇x)``, F₁(u) = ½‖u − y‖², F₂(g) = λ Σ |g|:
+
+        p ← (p + σ (E x̄ − y)) / (1 + σ)             (proximal step on F₁*)
+        q ← q + σ ∇x̄, then each pixel's 2-vector q projected onto the disc |q| ≤ λ   (F₂*)
+        x⁺ ← x − τ (Eᴴ p + ∇ᴴ q);   x̄ ← 2 x⁺ − x
+
+    ‖E‖ ≤ 1 (orthonormal F, 0/1 mask, Σ_c |S_c|² = 1) and ‖∇‖² ≤ 8 bound ‖[E; ∇]‖ by L = 3; with
+    τ = 0.99 / (0.3 L) and σ = 0.99 · 0.3 / L, τ σ L² < 1, the condition under which the iterates converge
+    (the ratio 0.3 converged fastest on our 32×32 problems). x is complex (like the zero-filled image it
+    starts from, unless ``x0`` is given); the chapter compares magnitudes. ``num_iters`` = 300 brings a
+    32×32 problem to within about 0.01 % of the minimum objective (see the tests).
+    kspace: (C, H, W) complex (or (H, W) for one coil), zeros where ``mask`` (H, W) does not sample.
+    Note that a quadratic penalty ‖∇x‖² (Tikhonov) would be nearly diagonal in k-space for one coil and
+    would only damp the measured frequencies; TV, not being quadratic, can fill the unmeasured ones.
+    """
+    y = _check_kspace(kspace, mask, sens)
+    _check_finite(y, "kspace")
+    lam = _check_number("lam", lam, low=0.0, hint=" (the TV weight; tune it on training images)")
+    _check_int("num_iters", num_iters, 1)
+    m = mask.bool().to(y.device)
+    x = zero_filled(y, m, sens) if x0 is None else _check_image(x0, y, "x0").clone()
+    tau, sigma = 0.99 / (0.3 * 3.0), 0.99 * 0.3 / 3.0
+    p = torch.zeros_like(y)
+    q = torch.zeros((2, *x.shape), dtype=x.dtype, device=x.device)
+    x_bar = x.clone()
+    for _ in range(num_iters):
+        p = (p + sigma * (forward_op(x_bar, m, sens) - y * m)) / (1.0 + sigma)
+        q = q + sigma * _grad2d(x_bar)
+        q = q / torch.clamp(torch.sqrt((q.abs() ** 2).sum(0, keepdim=True)) / max(lam, 1e-30), min=1.0)
+        x_new = x - tau * (adjoint_op(p, m, sens) + _grad2d_adjoint(q))
+        x_bar = 2 * x_new - x
+        x = x_new
+    return x
+
+
+def _check_image(image, y: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or not (image.is_complex() or image.is_floating_point()):
+        got = f"dtype {image.dtype}" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"{name} must be a real or complex float tensor (H, W); got {got}")
+    if tuple(image.shape) != tuple(y.shape[-2:]):
+        raise ValueError(f"{name} must be (H, W) = {tuple(y.shape[-2:])} like the k-space; got {tuple(image.shape)}")
+    return _as_complex(image).to(y.device)
+
+
+# ------------------------------------------------------------------------------------------------------
+# 7. Evaluation
 # ------------------------------------------------------------------------------------------------------
 
 
 def rmse_percent(image: torch.Tensor, reference: torch.Tensor) -> float:
     """The paper's error: RMSE% = 100 · ‖|x̂| − |x|‖ / ‖x‖ (magnitudes, whole image)."""
+    for name, t in (("image", image), ("reference", reference)):
+        if not isinstance(t, (torch.Tensor, np.ndarray)):
+            raise TypeError(f"{name} must be a tensor (H, W); got {type(t).__name__}")
     image, reference = torch.as_tensor(image), torch.as_tensor(reference)
     if image.shape != reference.shape:
         raise ValueError(f"image and reference must have the same shape; got {tuple(image.shape)} and "
                          f"{tuple(reference.shape)}")
+    if image.numel() == 0:
+        raise ValueError("image and reference are empty")
+    for name, t in (("image", image), ("reference", reference)):
+        if not (t.is_complex() or t.is_floating_point()):
+            t = t.double()
+        _check_finite(t, name)
+    if float(torch.linalg.vector_norm(reference.abs().double())) == 0.0:
+        raise ValueError("reference is all zeros: RMSE% divides by its norm; pass the ground-truth image")
     return float(100 * torch.linalg.vector_norm(image.abs() - reference.abs())
                  / torch.linalg.vector_norm(reference.abs()))
 
@@ -959,7 +1362,15 @@ def data_consistency_error(image: torch.Tensor, y: torch.Tensor, mask: torch.Ten
     image: (H, W) or (B, H, W), real or complex; for a batch the mean over images is returned.
     """
     y = _check_kspace(y, mask, sens)
-    x = _as_complex(torch.as_tensor(image))
+    if not isinstance(image, torch.Tensor) or not (image.is_complex() or image.is_floating_point()):
+        got = f"dtype {image.dtype}" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image must be a real or complex float tensor (H, W) or (B, H, W); got {got}")
+    if image.ndim not in (2, 3) or tuple(image.shape[-2:]) != tuple(y.shape[-2:]) or image.numel() == 0:
+        raise ValueError(f"image must be (H, W) or (B, H, W) with (H, W) = {tuple(y.shape[-2:])}; got "
+                         f"{tuple(image.shape)}")
+    if float(torch.linalg.vector_norm(y * mask.bool())) == 0.0:
+        raise ValueError("y is zero on every sampled entry: the relative residual divides by ‖M y‖")
+    x = _as_complex(image)
     x = x[None] if x.ndim == 2 else x
     m = mask.bool()
     r = (forward_op(x, m, sens) - y) * m
@@ -974,9 +1385,20 @@ def interval_coverage(samples: torch.Tensor, truth: torch.Tensor, level: float =
     samples: (n, H, W); truth: (H, W); region: optional (H, W) bool mask of the pixels to count. A
     calibrated posterior gives about ``level``; below it means the posterior is over-confident.
     """
-    if samples.ndim != 3 or tuple(samples.shape[1:]) != tuple(truth.shape):
-        raise ValueError(f"samples must be (n, H, W) with (H, W) = truth's {tuple(truth.shape)}; got "
+    _require_real(samples, "samples", min_ndim=1)
+    _require_real(truth, "truth", min_ndim=1)
+    if samples.ndim != 3 or tuple(samples.shape[1:]) != tuple(truth.shape) or samples.shape[0] < 1:
+        raise ValueError(f"samples must be (n, H, W) with n >= 1 and (H, W) = truth's {tuple(truth.shape)}; got "
                          f"{tuple(samples.shape)}")
+    _check_number("level", level, low=0.0, strict=True, high=1.0)
+    if level >= 1:
+        raise ValueError(f"level must be in (0, 1); got {level}")
+    if region is not None:
+        if not isinstance(region, torch.Tensor) or tuple(region.shape) != tuple(truth.shape):
+            got = tuple(region.shape) if isinstance(region, torch.Tensor) else type(region).__name__
+            raise ValueError(f"region must be None or a bool (H, W) = {tuple(truth.shape)} mask; got {got}")
+        if not bool(region.bool().any()):
+            raise ValueError("region selects no pixel; pass None to count every pixel")
     q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=samples.dtype)
     lo, hi = torch.quantile(samples, q, dim=0)
     inside = (truth >= lo) & (truth <= hi)
@@ -988,6 +1410,7 @@ def interval_coverage(samples: torch.Tensor, truth: torch.Tensor, level: float =
 __all__ = [
     "fft2c", "ifft2c", "cartesian_mask", "acceleration_of", "coil_sensitivities", "forward_op", "adjoint_op",
     "zero_filled", "add_complex_noise", "conjugate_gradient",
+    "sample_image_posterior", "tv_objective", "tv_reconstruction",
     "SpatialVAE", "negative_elbo", "train_vae",
     "log_likelihood", "latent_log_prior", "latent_log_posterior", "data_consistent_image",
     "mala", "mala_proposal", "mala_log_accept_ratio", "MALAResult", "effective_sample_size", "split_rhat",

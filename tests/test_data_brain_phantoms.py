@@ -116,3 +116,12 @@ def test_brainweb_loader_explains_the_missing_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "brainweb_dl", None)  # makes `import brainweb_dl` fail
     with pytest.raises(ImportError, match="pip install brainweb-dl"):
         bp.brainweb_t1_slices(subjects=(4,))
+
+
+def test_natural_image_is_offline_scaled_and_validated():
+    img = bp.natural_image("camera", 32)
+    assert img.shape == (32, 32) and img.dtype == torch.float32
+    assert float(img.min()) == 0.0 and float(img.max()) == pytest.approx(1.0)
+    assert float(img[:4, :4].mean()) > 0.05  # a photograph: no empty background like the head phantoms
+    with pytest.raises(ValueError, match="name must be one of"):
+        bp.natural_image("lena")

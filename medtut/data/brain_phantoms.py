@@ -3,7 +3,9 @@
 * Offline (tests, quick mode, the book's own runs): :func:`make_head_phantoms` draws procedurally
   generated heads (skull ring, brain, grey/white contrast, ventricles, a few random "lesions", a smooth
   intensity non-uniformity) and :func:`shepp_logan` resizes scikit-image's bundled Shepp-Logan phantom,
-  an image the VAE never sees in training (held out).
+  an image the VAE never sees in training (held out, but still head-like); :func:`natural_image` resizes
+  one of scikit-image's bundled photographs (the cameraman by default), an image clearly outside the
+  training distribution.
 * Real data on Colab: :func:`brainweb_t1_slices` (BrainWeb's 20 normal brains via the optional
   ``brainweb-dl`` package, imported only when called) and :func:`load_fastmri_slice` /
   :func:`fastmri_image` for fastMRI HDF5 files that the user has downloaded under the fastMRI
@@ -24,7 +26,7 @@ from .imaging import centre_square, ellipse_mask, resize_square, to_unit_range
 
 
 def _check_size(size: int) -> None:
-    if not isinstance(size, (int, np.integer)) or size < 16:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f"size must be an int >= 16 pixels; got {size!r}")
 
 
@@ -36,6 +38,8 @@ def make_head_phantom(rng: np.random.Generator, size: int = 32) -> np.ndarray:
     randomised so the set mixes T1- and T2-like looks), two ventricles, and 0-3 small lesions of random
     brightness. The head is randomly shifted, scaled and rotated, and multiplied by a smooth bias field.
     """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)); got {type(rng).__name__}")
     _check_size(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size + 0.5 / size
     cy, cx = 0.5 + rng.uniform(-0.03, 0.03, size=2)
@@ -77,9 +81,11 @@ def make_head_phantom(rng: np.random.Generator, size: int = 32) -> np.ndarray:
 
 def make_head_phantoms(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     """``n`` head phantoms, (n, 1, size, size) float32 in [0, 1]; same seed, same images."""
-    if not isinstance(n, (int, np.integer)) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an int >= 1; got {n!r}")
     _check_size(size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
     rng = np.random.default_rng(seed)
     return torch.from_numpy(np.stack([make_head_phantom(rng, size) for _ in range(n)]))[:, None]
 
@@ -93,6 +99,25 @@ def shepp_logan(size: int = 32) -> torch.Tensor:
     _check_size(size)
     from skimage.data import shepp_logan_phantom
     return torch.from_numpy(to_unit_range(resize_square(shepp_logan_phantom(), size)))
+
+
+NATURAL_IMAGES = ("camera", "moon", "coins", "cell", "text")
+
+
+def natural_image(name: str = "camera", size: int = 32) -> torch.Tensor:
+    """One of scikit-image's bundled grey-scale photographs, centre-cropped, resized to (size, size), in [0, 1].
+
+    ``name`` is one of :data:`NATURAL_IMAGES` (the cameraman by default). Shipped in the scikit-image wheel,
+    so nothing is downloaded. A photograph has no skull, no background and no head anatomy: it is far
+    outside the distribution of :func:`make_head_phantoms`, so it shows what a learned prior does with
+    an image it cannot describe.
+    """
+    if name not in NATURAL_IMAGES:
+        raise ValueError(f"name must be one of {NATURAL_IMAGES}; got {name!r}")
+    _check_size(size)
+    import skimage.data
+    image = np.asarray(getattr(skimage.data, name)(), dtype=np.float64)
+    return torch.from_numpy(to_unit_range(resize_square(centre_square(image), size)))
 
 
 # --- Real data (Colab) ------------------------------------------------------------------------------
@@ -111,11 +136,17 @@ def brainweb_t1_slices(subjects=(4, 5, 6), slices_per_subject: int = 20, size: i
     to [0, 1] per slice.
     """
     _check_size(size)
+    if isinstance(subjects, (str, bytes)) or not hasattr(subjects, "__iter__"):
+        raise ValueError(f"subjects must be a non-empty list from {BRAINWEB_SUBJECTS}; got {subjects!r}")
+    subjects = list(subjects)
     bad = [s for s in subjects if s not in BRAINWEB_SUBJECTS]
     if bad or not subjects:
         raise ValueError(f"subjects must be a non-empty list from {BRAINWEB_SUBJECTS}; got {list(subjects)}")
-    if slices_per_subject < 1:
-        raise ValueError(f"slices_per_subject must be >= 1; got {slices_per_subject}")
+    if isinstance(slices_per_subject, bool) or not isinstance(slices_per_subject, (int, np.integer)) \
+            or slices_per_subject < 1:
+        raise ValueError(f"slices_per_subject must be an int >= 1; got {slices_per_subject!r}")
+    if axis not in (0, 1, 2) or isinstance(axis, bool):
+        raise ValueError(f"axis must be 0, 1 or 2 (the volume axis to slice along); got {axis!r}")
     try:
         from brainweb_dl import get_mri
     except ImportError as err:
@@ -146,6 +177,10 @@ def load_fastmri_slice(path: str | os.PathLike, slice_index: int | None = None) 
     """
     import h5py
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike to a fastMRI .h5 file; got {type(path).__name__}")
+    if slice_index is not None and (isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer))):
+        raise ValueError(f"slice_index must be None (the middle slice) or an int; got {slice_index!r}")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no fastMRI file at {path}")
@@ -180,6 +215,7 @@ def fastmri_image(path: str | os.PathLike, slice_index: int | None = None, size:
     FFT, centre-cropped to a square, resized and scaled to [0, 1]. Feed it to the chapter's own forward
     model (our masks, our noise) to study the sampler on real anatomy.
     """
+    _check_size(size)
     from monai.apps.reconstruction.mri_utils import root_sum_of_squares
 
     from monai.networks.blocks.fft_utils_t import ifftn_centered_t
@@ -191,5 +227,6 @@ def fastmri_image(path: str | os.PathLike, slice_index: int | None = None, size:
     return torch.from_numpy(to_unit_range(resize_square(centre_square(np.asarray(image)), size)))
 
 
-__all__ = ["make_head_phantom", "make_head_phantoms", "shepp_logan", "brainweb_t1_slices",
+__all__ = ["make_head_phantom", "make_head_phantoms", "shepp_logan", "natural_image", "NATURAL_IMAGES",
+           "brainweb_t1_slices",
            "BRAINWEB_SUBJECTS", "load_fastmri_slice", "fastmri_image"]
