@@ -43,7 +43,7 @@ def test_every_figure_has_alt_text_or_a_caption(path):
             missing.append(f"cell {i}: {_src(cell).strip().splitlines()[0][:70]!r}")
     assert not missing, (
         f"{path.name}: figure cells without alt text (set metadata mystnb.image.alt to a sentence saying what "
-        "the figure shows; /work/coord/apply_issue19.py does it by a piece of the cell's code): "
+        "the figure shows): "
         + "; ".join(missing))
 
 

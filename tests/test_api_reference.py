@@ -178,7 +178,7 @@ def test_each_chapter_shows_its_core_from_the_package_source(nb_path):
     assert includes or "getsource(" in code, (
         f"{nb_path.name} shows none of its method's functions inline: add a markdown cell with "
         "```{literalinclude} ../../medtut/<module>.py\\n:pyobject: <function>\\n``` where the prose derives "
-        "it (see /work/coord/apply_issue19.py), followed by the check against the equation")
+        "it (chapter 1 shows how), followed by the check against the equation")
     for target, obj in includes:
         assert target.is_file() and target.is_relative_to(PACKAGE), f"{nb_path.name}: {target} is not in medtut/"
         assert obj, f"{nb_path.name}: include {target.name} with :pyobject:, not the whole file"
