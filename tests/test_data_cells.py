@@ -108,8 +108,6 @@ def _image_row(i, plate, well, compound, conc, folder):
 
 def _fixture(tmp_path):
     """A 3-field plate ZIP (DMSO, an annotated compound, an unannotated one) and the two CSVs."""
-    import tifffile
-
     folder = "Week1_22123"
     rows, files = [], {}
     for i, (well, comp, conc) in enumerate([("B02", "DMSO", 0.0), ("B03", "taxol", 0.3),
@@ -120,19 +118,8 @@ def _fixture(tmp_path):
     (tmp_path / "image.csv").write_text("\n".join([IMAGE_HEADER] + rows) + "\n")
     (tmp_path / "moa.csv").write_text("compound,concentration,moa\ntaxol,0.3,Microtubule stabilizers\n"
                                       "DMSO,0.0,DMSO\n")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:128, 0:128]
     zpath = tmp_path / f"BBBC021_v1_images_{folder}.zip"
-    with zipfile.ZipFile(zpath, "w") as zf:
-        for i, names in files.items():
-            dna = np.zeros((128, 128))
-            for cy, cx in [(40, 40 + 5 * i), (80, 90 - 4 * i), (64 + 3 * i, 30)]:
-                dna += 3000 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 5.0 ** 2))
-            for c, name in enumerate(names):
-                img = (dna * (1 + c) + 100 + rng.normal(0, 5, dna.shape)).clip(0, 65535).astype(np.uint16)
-                buf = io.BytesIO()
-                tifffile.imwrite(buf, img)
-                zf.writestr(f"{folder}/{name}", buf.getvalue())
+    _plate_zip(zpath, folder, list(files.items()))
     return tmp_path / "image.csv", tmp_path / "moa.csv", zpath
 
 

@@ -159,16 +159,23 @@ def test_multicoil_likelihood_matches_dense_gaussian():
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def _dense_problem(hw, n_coils, noise_std):
+    """A tiny undersampled problem and its dense forward matrix E (measurements × pixels), for brute force."""
+    sens = None if n_coils is None else mr.coil_sensitivities(n_coils, hw).to(torch.complex128)
+    mask = mr.cartesian_mask(hw, 2, center_lines=2, seed=1)
+    n = hw[0] * hw[1]
+    basis = torch.eye(n, dtype=torch.complex128).reshape(n, *hw)
+    E = mr.forward_op(basis, mask, sens)[:, :, mask].reshape(n, -1).T
+    y = mr.add_complex_noise(mr.forward_op(_rand_complex(*hw, seed=7).to(torch.complex128), mask, sens),
+                             noise_std, mask, torch.Generator().manual_seed(0))
+    return sens, mask, E, y
+
+
 @pytest.mark.parametrize("n_coils", [None, 3])
 def test_data_consistent_image_is_the_gaussian_posterior_mean(n_coils):
     hw = (8, 8)
-    sens = None if n_coils is None else mr.coil_sensitivities(n_coils, hw).to(torch.complex128)
-    mask = mr.cartesian_mask(hw, 2, center_lines=2, seed=1)
     sn, sx = 0.05, 0.2
-    basis = torch.eye(64, dtype=torch.complex128).reshape(64, *hw)
-    E = mr.forward_op(basis, mask, sens)[:, :, mask].reshape(64, -1).T
-    y = mr.add_complex_noise(mr.forward_op(_rand_complex(*hw, seed=7).to(torch.complex128), mask, sens), sn, mask,
-                             torch.Generator().manual_seed(0))
+    sens, mask, E, y = _dense_problem(hw, n_coils, sn)
     mu = torch.randn(1, *hw, dtype=torch.float64)
     P = torch.eye(64, dtype=torch.complex128) / sx ** 2 + E.conj().T @ E / sn ** 2
     b = mu.reshape(-1).to(torch.complex128) / sx ** 2 + E.conj().T @ y[:, mask].reshape(-1) / sn ** 2
@@ -403,13 +410,8 @@ def test_sample_image_posterior_matches_the_dense_gaussian(n_coils):
     """Draws of x | y, z have the mean of data_consistent_image and the covariance P⁻¹ per real/imaginary part,
     P = σ_x⁻² I + σ_n⁻² EᴴE (dense, brute force), and are circular (pseudo-covariance 0)."""
     hw = (4, 4)
-    sens = None if n_coils is None else mr.coil_sensitivities(n_coils, hw).to(torch.complex128)
-    mask = mr.cartesian_mask(hw, 2, center_lines=2, seed=1)
     sn, sx = 0.3, 0.5
-    basis = torch.eye(16, dtype=torch.complex128).reshape(16, *hw)
-    E = mr.forward_op(basis, mask, sens)[:, :, mask].reshape(16, -1).T
-    y = mr.add_complex_noise(mr.forward_op(_rand_complex(*hw, seed=7).to(torch.complex128), mask, sens), sn, mask,
-                             torch.Generator().manual_seed(0))
+    sens, mask, E, y = _dense_problem(hw, n_coils, sn)
     P = torch.eye(16, dtype=torch.complex128) / sx ** 2 + E.conj().T @ E / sn ** 2
     cov = torch.linalg.inv(P)
     n = 40000
