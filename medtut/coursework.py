@@ -186,45 +186,131 @@ def _run_nbgrader(course_dir: Path, *args: str) -> None:
         raise RuntimeError(f"nbgrader {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
-def selftest(course_dir: Path, book_dir: Path = Path("book"), chapters: list[str] | None = None) -> dict:
-    """Build the course, generate every release and autograde two submissions per chapter.
+# What nbval --nbval-lax compares in a `# NBVAL_CHECK_OUTPUT` cell: every output field except these.
+_NBVAL_SKIP = {"metadata", "traceback", "prompt_number", "output_type", "name", "execution_count",
+               "application/vnd.jupyter.widget-view+json", "image/png", "image/jpeg"}
 
-    ``solutions``: the release with the instructor's answers filled back in; ``released``: the release
-    as it is. Returns ``{chapter: {"solutions": {grade_id: (score, max)}, "released": {...},
-    "released_ran_to_end": bool, "manual": [grade ids needing a human]}}``.
+
+def _flatten_outputs(outputs) -> dict:
+    """nbval's view of a cell's outputs: {stream name or MIME type or field: [values in order]}."""
+    flat: dict = {}
+    for out in outputs:
+        if out.get("output_type") == "stream":
+            flat.setdefault(out["name"], []).append(out["text"])
+            continue
+        for key, value in out.items():
+            if key == "data":
+                for mime, data in value.items():
+                    if mime not in _NBVAL_SKIP:
+                        flat.setdefault(mime, []).append(data)
+            elif key not in _NBVAL_SKIP:
+                flat.setdefault(key, []).append(value)
+    return flat
+
+
+def _errors(nb, skip_exercises: bool) -> list[str]:
+    """Cells of an executed notebook that raised (exercise cells left out when ``skip_exercises``)."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or (skip_exercises and (_nbgrader(cell).get("solution") or _nbgrader(cell).get("grade"))):
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                found.append(f"cell {i}: {out.get('ename')}: {str(out.get('evalue'))[:200]}")
+    return found
+
+
+def output_mismatches(book_nb, executed_nb) -> list[str]:
+    """The ``# NBVAL_CHECK_OUTPUT`` cells whose outputs differ between the book and an executed copy.
+
+    The same comparison as ``nbval --nbval-lax``: only marked cells, figures and widget ids ignored.
+    Code cells are matched in order (the course's source notebook keeps every code cell of the book).
     """
+    book_code = [c for c in book_nb.cells if c.cell_type == "code"]
+    run_code = [c for c in executed_nb.cells if c.cell_type == "code"]
+    if len(book_code) != len(run_code):
+        return [f"the executed notebook has {len(run_code)} code cells, the book {len(book_code)}"]
+    bad = []
+    for i, (ref, run) in enumerate(zip(book_code, run_code)):
+        if "# NBVAL_CHECK_OUTPUT" in ref.source and _flatten_outputs(ref.outputs) != _flatten_outputs(run.outputs):
+            bad.append(f"code cell {i} ({ref.source.splitlines()[0][:60]!r}...): outputs differ from the book's")
+    return bad
+
+
+def check_chapter(course_dir: Path, book_dir: Path, name: str) -> dict:
+    """The instructor's workflow on one chapter, and what CI asserts about it.
+
+    Lays out ``course_dir`` for chapter ``name`` (:func:`init`), runs ``nbgrader generate_assignment``,
+    then ``nbgrader autograde`` on two submissions made from the release: ``solutions`` (the instructor's
+    answers filled back in) and ``released`` (the release as it is). Returns a report: the grades of each
+    (``{grade_id: (score, max)}``), the manually graded ids, the seconds of each autograde run, the cells
+    that raised (any cell with the solutions; non-exercise cells as released), the ``# NBVAL_CHECK_OUTPUT``
+    cells whose outputs differ from the book's (the nbval-lax comparison, on the solutions run), and the
+    instructor answers visible in the release.
+    """
+    import time
+
     from nbgrader.api import Gradebook
 
-    course_dir = Path(course_dir)
-    sources = init(course_dir, book_dir, chapters)
-    report = {}
-    for name, src in sources.items():
-        _run_nbgrader(course_dir, "generate_assignment", name)
-        release = nbformat.read(course_dir / "release" / name / src.name, as_version=4)
-        source = nbformat.read(src, as_version=4)
-        for student, nb in {"solutions": fill_in_solutions(release, source), "released": release}.items():
-            dest = course_dir / "submitted" / student / name
-            dest.mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, dest / src.name)
-        _run_nbgrader(course_dir, "autograde", name)
-        entry = {"manual": []}
-        with Gradebook(f"sqlite:///{(course_dir / 'gradebook.db').resolve()}") as gradebook:
-            for student in ("solutions", "released"):
-                submission = gradebook.find_submission(name, student)
-                grades = {}
-                for notebook in submission.notebooks:
-                    for grade in notebook.grades:
-                        if grade.auto_score is None:   # a manually graded answer
-                            if student == "solutions":
-                                entry["manual"].append(grade.name)
-                            continue
-                        grades[grade.name] = (grade.auto_score, grade.max_score)
-                entry[student] = grades
-        graded = nbformat.read(course_dir / "autograded" / "released" / name / src.name, as_version=4)
-        code = [c for c in graded.cells if c.cell_type == "code"]
-        entry["released_ran_to_end"] = bool(code) and all(c.get("execution_count") for c in code)
-        report[name] = entry
-    return report
+    course_dir, book_dir = Path(course_dir), Path(book_dir)
+    src = init(course_dir, book_dir, [name])[name]
+    book_nb = nbformat.read(book_dir / name / src.name, as_version=4)
+    _run_nbgrader(course_dir, "generate_assignment", name)
+    release = nbformat.read(course_dir / "release" / name / src.name, as_version=4)
+    source = nbformat.read(src, as_version=4)
+    entry: dict = {"manual": [], "seconds": {}}
+    for student, nb in {"solutions": fill_in_solutions(release, source), "released": release}.items():
+        dest = course_dir / "submitted" / student / name
+        dest.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, dest / src.name)
+        t0 = time.perf_counter()
+        _run_nbgrader(course_dir, "autograde", name, "--student", student)
+        entry["seconds"][student] = round(time.perf_counter() - t0, 1)
+    with Gradebook(f"sqlite:///{(course_dir / 'gradebook.db').resolve()}") as gradebook:
+        for student in ("solutions", "released"):
+            grades = {}
+            for notebook in gradebook.find_submission(name, student).notebooks:
+                for grade in notebook.grades:
+                    if grade.auto_score is None:   # a manually graded answer
+                        if student == "solutions":
+                            entry["manual"].append(grade.name)
+                        continue
+                    grades[grade.name] = (grade.auto_score, grade.max_score)
+            entry[student] = grades
+    graded = {s: nbformat.read(course_dir / "autograded" / s / name / src.name, as_version=4)
+              for s in ("solutions", "released")}
+    code = [c for c in graded["released"].cells if c.cell_type == "code"]
+    entry["released_ran_to_end"] = bool(code) and all(c.get("execution_count") for c in code)
+    entry["errors"] = {"solutions": _errors(graded["solutions"], skip_exercises=False),
+                       "released": _errors(graded["released"], skip_exercises=True)}
+    entry["output_mismatches"] = output_mismatches(book_nb, graded["solutions"])
+    text = "\n".join(c.source + "".join(str(o) for o in c.get("outputs", [])) for c in release.cells)
+    entry["leaked"] = [a for a in visible_answers(source) if a in text]
+    return entry
+
+
+def chapter_ok(entry: dict) -> list[str]:
+    """What is wrong with a :func:`check_chapter` report (an empty list when the chapter passes)."""
+    problems = []
+    if not entry.get("solutions"):
+        problems.append("no autograded cell")
+    problems += [f"{gid} scored {s} of {m} with the solutions" for gid, (s, m) in entry.get("solutions", {}).items()
+                 if not s == m > 0]
+    problems += [f"{gid} scored {s} with nothing filled in" for gid, (s, _) in entry.get("released", {}).items()
+                 if s != 0]
+    if not entry.get("released_ran_to_end"):
+        problems.append("the released notebook did not run to its end")
+    problems += [f"with the solutions, {e}" for e in entry["errors"]["solutions"]]
+    problems += [f"as released, outside the exercises, {e}" for e in entry["errors"]["released"]]
+    problems += entry["output_mismatches"]
+    problems += [f"the release shows an instructor answer: {a!r}" for a in entry["leaked"]]
+    return problems
+
+
+def selftest(course_dir: Path, book_dir: Path = Path("book"), chapters: list[str] | None = None) -> dict:
+    """:func:`check_chapter` on every chapter with nbgrader exercises (or ``chapters``), in one course."""
+    chosen = chapters or sorted(assignments(book_dir))
+    return {name: check_chapter(course_dir, book_dir, name) for name in chosen}
 
 
 def visible_answers(source_nb) -> list[str]:
@@ -271,9 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = selftest(args.course_dir, args.book, args.chapters)
     print(json.dumps(report, indent=1))
-    ok = all(all(s == m for s, m in r["solutions"].values()) and all(s == 0 for s, _ in r["released"].values())
-             and r["released_ran_to_end"] for r in report.values())
-    return 0 if ok else 1
+    problems = {name: chapter_ok(entry) for name, entry in report.items()}
+    for name, found in problems.items():
+        print(f"{name}: " + ("ok" if not found else "; ".join(found)))
+    return 0 if not any(problems.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """medtut.coursework: the chapters are nbgrader source notebooks; releases hide every answer and autograde.
 
-The end-to-end test is the instructor's workflow on every chapter that has nbgrader exercises: build the
-course folder, `nbgrader generate_assignment`, then `nbgrader autograde` on two submissions made from the
-release: the solutions filled back in (full marks on every autograded cell) and the release as it is (zero
-on the exercise cells, and the notebook still runs to its end in quick mode).
+These are the unit tests of the conversion and of the report. The end-to-end test is the instructor's
+workflow, run once per chapter as that notebook's test item (conftest.py): build the course folder,
+`nbgrader generate_assignment`, then `nbgrader autograde` on two submissions made from the release: the
+solutions filled back in (full marks on every autograded cell) and the release as it is (zero on the
+exercise cells, and the notebook still runs to its end in quick mode), plus the scan of the release for
+instructor answers.
 """
+import copy
 from pathlib import Path
 
 import nbformat
@@ -79,30 +82,47 @@ def test_every_exercise_cell_of_the_book_is_well_formed():
         assert cw.visible_answers(source), f"{name}: no solution region found"
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory):
-    pytest.importorskip("nbgrader")
-    course_dir = tmp_path_factory.mktemp("course")
-    return course_dir, cw.selftest(course_dir, BOOK)
+def _executed(nb, outputs_by_cell):
+    out = nbformat.v4.new_notebook()
+    out.cells = [copy.deepcopy(c) for c in nb.cells]
+    for i, outputs in outputs_by_cell.items():
+        out.cells[i].outputs = outputs
+    return out
 
 
-def test_autograde_gives_full_marks_with_solutions_and_zero_as_released(course):
-    _, report = course
-    for name, entry in report.items():
-        assert entry["solutions"], f"{name}: no autograded cell"
-        for gid, (score, max_score) in entry["solutions"].items():
-            assert score == max_score > 0, f"{name}: {gid} scored {score} of {max_score} with the solutions"
-        for gid, (score, _) in entry["released"].items():
-            assert score == 0, f"{name}: {gid} scored {score} with nothing filled in"
-        assert entry["released_ran_to_end"], f"{name}: the released notebook did not run to its end"
+def test_output_comparison_is_nbvals_on_marked_cells_only():
+    stdout = lambda text: nbformat.v4.new_output("stream", name="stdout", text=text)
+    figure = lambda data: nbformat.v4.new_output("display_data", data={"image/png": data, "text/plain": "<Figure>"})
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [_cell("code", "# NBVAL_CHECK_OUTPUT\nprint(True)"), _cell("markdown", "text"),
+                _cell("code", "print(time.time())"), _cell("code", "# NBVAL_CHECK_OUTPUT\nplt.plot()")]
+    nb.cells[0].outputs, nb.cells[2].outputs = [stdout("True\n")], [stdout("12.5\n")]
+    nb.cells[3].outputs = [figure("AAAA")]
+    same = _executed(nb, {2: [stdout("13.1\n")], 3: [figure("BBBB")]})   # unmarked text, figure bytes
+    assert cw.output_mismatches(nb, same) == []
+    changed = _executed(nb, {0: [stdout("False\n")]})
+    assert cw.output_mismatches(nb, changed) == ["code cell 0 ('# NBVAL_CHECK_OUTPUT'...): outputs differ from the book's"]
+    fewer = nbformat.v4.new_notebook()
+    fewer.cells = nb.cells[:2]
+    assert "code cells" in cw.output_mismatches(nb, fewer)[0]
 
 
-def test_no_visible_cell_of_a_release_holds_an_instructor_answer(course):
-    course_dir, report = course
-    for name in report:
-        src_path = next((course_dir / "source" / name).glob("*.ipynb"))
-        answers = cw.visible_answers(nbformat.read(src_path, as_version=4))
-        release = nbformat.read(course_dir / "release" / name / src_path.name, as_version=4)
-        text = "\n".join(c.source + "".join(str(o) for o in c.get("outputs", [])) for c in release.cells)
-        leaked = [a for a in answers if a in text]
-        assert not leaked, f"{name}: the release shows instructor answers: {leaked[:3]}"
+def test_errors_and_chapter_report():
+    error = nbformat.v4.new_output("error", ename="NameError", evalue="x", traceback=[])
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [_cell("code", "x"), _cell("code", "raise NotImplementedError()", {"solution": True, "grade_id": "s"})]
+    nb.cells[0].outputs, nb.cells[1].outputs = [error], [error]
+    assert len(cw._errors(nb, skip_exercises=False)) == 2
+    assert cw._errors(nb, skip_exercises=True) == ["cell 0: NameError: x"]
+    good = {"solutions": {"t": (2.0, 2.0)}, "released": {"t": (0.0, 2.0)}, "released_ran_to_end": True,
+            "errors": {"solutions": [], "released": []}, "output_mismatches": [], "leaked": []}
+    assert cw.chapter_ok(good) == []
+    bad = {**good, "solutions": {"t": (1.0, 2.0)}, "released": {"t": (2.0, 2.0)}, "leaked": ["return 2 * x"]}
+    problems = cw.chapter_ok(bad)
+    assert any("1.0 of 2.0 with the solutions" in p for p in problems)
+    assert any("with nothing filled in" in p for p in problems)
+    assert any("instructor answer" in p for p in problems)
+
+
+# The end-to-end check (generate_assignment, autograde with the solutions and as released, nbval's output
+# comparison, the leak scan) runs once per chapter as the notebook's own test item: see conftest.py.

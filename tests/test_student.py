@@ -1,41 +1,20 @@
-"""medtut.student: solution cells become stubs that the autograder reports as not implemented."""
-import nbformat
+"""medtut.student: the student HTML build hides every solution (student notebooks: medtut.coursework)."""
+from pathlib import Path
+
 import pytest
-import torch
 
-from medtut.checks import CheckFailed, check
-from medtut.student import make_student_notebook, stub_source
+from medtut.student import student_config
 
-SOLUTION = '''import torch
-
-def double(x: torch.Tensor) -> torch.Tensor:
-    """Twice x."""
-    y = x * 2
-    return y
-
-answer = "b"
-'''
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_stub_keeps_signature_and_docstring():
-    stub = stub_source(SOLUTION)
-    assert 'def double(x: torch.Tensor) -> torch.Tensor:' in stub and '"""Twice x."""' in stub
-    assert "x * 2" not in stub and "NotImplementedError" in stub and "answer = None" in stub
-    namespace: dict = {}
-    exec(stub, namespace)
-    with pytest.raises(CheckFailed, match="not implemented yet"):
-        check(namespace["double"], lambda x: 2 * x, inputs=[(torch.ones(2),)])
+def test_student_config_hides_solutions(tmp_path):
+    (tmp_path / "_config.yml").write_text((ROOT / "_config.yml").read_text())
+    text = student_config(tmp_path).read_text()
+    assert "hide_solutions: true" in text and "hide_solutions: false" not in text
 
 
-def test_student_notebook_clears_outputs_and_stubs_solutions(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    sol = nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": ["solution"]})
-    sol.outputs = [nbformat.v4.new_output("stream", text="hi")]
-    nb.cells = [nbformat.v4.new_code_cell("print(1)"), sol]
-    nb.metadata["medtut"] = {"quick": False}
-    src, dst = tmp_path / "a.ipynb", tmp_path / "out" / "a.ipynb"
-    nbformat.write(nb, src)
-    assert make_student_notebook(src, dst) == 1
-    out = nbformat.read(dst, as_version=4)
-    assert "NotImplementedError" in out.cells[1].source and out.cells[1].outputs == []
-    assert out.cells[0].source == "print(1)" and "medtut" not in out.metadata
+def test_student_config_refuses_a_config_without_the_switch(tmp_path):
+    (tmp_path / "_config.yml").write_text("title: x\n")
+    with pytest.raises(ValueError, match="hide_solutions: false"):
+        student_config(tmp_path)
