@@ -339,6 +339,34 @@ def visible_answers(source_nb) -> list[str]:
     return [line for line in dict.fromkeys(found) if line not in context]
 
 
+def feedback_cases(nb) -> list[dict]:
+    """The implement exercises whose feedback is tested both ways, from cell metadata.
+
+    A solution cell may carry ``metadata.medtut.wrong_answers``: a list of ``{"what": ..., "source": ...,
+    "message": ...}``, plausible wrong solutions (a sign error, a missing normalisation, a wrong axis) and
+    a fragment of the feedback each must produce. Returns, per such cell, ``{"grade_id", "setup",
+    "solution", "tests", "wrong_answers"}``: ``setup`` is the notebook's import cell (the first code cell
+    that imports medtut, the Colab set-up cell aside) plus the cell's optional ``metadata.medtut.setup``; ``tests`` the next autograded
+    test cell with its hidden tests. ``tests/test_coursework.py`` runs the reference solution (it must
+    pass) and every wrong answer (it must fail, naming what differs) without executing the chapter.
+    """
+    imports = next((c.source for c in nb.cells if c.cell_type == "code" and "import medtut" in c.source
+                    and "colab-install" not in c.get("metadata", {}).get("tags", []) and "%pip" not in c.source), "")
+    found = []
+    for i, cell in enumerate(nb.cells):
+        meta = cell.get("metadata", {}).get("medtut", {})
+        if cell.cell_type != "code" or not meta.get("wrong_answers"):
+            continue
+        test = next((c for c in nb.cells[i + 1:] if c.cell_type == "code" and _nbgrader(c).get("grade")), None)
+        if test is None or not _nbgrader(cell).get("solution"):
+            raise ValueError(f"cell {i}: wrong_answers belong on a solution cell followed by an autograded test cell")
+        hidden = test.get("metadata", {}).get("medtut", {}).get("hidden_tests", "")
+        found.append({"grade_id": _nbgrader(cell).get("grade_id"), "setup": imports + "\n" + meta.get("setup", ""),
+                      "solution": cell.source, "tests": test.source + "\n" + hidden,
+                      "wrong_answers": meta["wrong_answers"]})
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The book's chapters as an nbgrader course.")
     sub = parser.add_subparsers(dest="command", required=True)

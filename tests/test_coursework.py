@@ -126,3 +126,54 @@ def test_errors_and_chapter_report():
 
 # The end-to-end check (generate_assignment, autograde with the solutions and as released, nbval's output
 # comparison, the leak scan) runs once per chapter as the notebook's own test item: see conftest.py.
+
+
+def _feedback_params():
+    params = []
+    for name, path in sorted(cw.assignments(BOOK).items()):
+        for case in cw.feedback_cases(nbformat.read(path, as_version=4)):
+            params.append(pytest.param(case, id=f"{name}:{case['grade_id']}"))
+    return params
+
+
+def _run(setup, solution, tests):
+    namespace = {"__name__": "__exercise__", "display": print}
+    exec(compile(setup, "<setup>", "exec"), namespace)
+    exec(compile(solution, "<solution>", "exec"), namespace)
+    exec(compile(tests, "<tests>", "exec"), namespace)
+
+
+@pytest.mark.parametrize("case", _feedback_params())
+def test_feedback_passes_the_reference_and_names_what_a_wrong_answer_gets_wrong(case, capsys):
+    """medtut.checks both ways, per implement exercise: the reference solution passes the visible and
+    hidden tests; each plausible wrong answer fails with feedback that names what differs."""
+    from medtut.checks import CheckFailed
+
+    _run(case["setup"], case["solution"], case["tests"])
+    for wrong in case["wrong_answers"]:
+        with pytest.raises(CheckFailed) as failure:
+            _run(case["setup"], wrong["source"], case["tests"])
+        assert wrong["message"] in str(failure.value), (
+            f"{wrong['what']}: the feedback {str(failure.value)!r} does not say {wrong['message']!r}")
+
+
+def test_every_chapter_is_a_course_with_three_graded_exercises():
+    import re
+
+    chapters = cw.assignments(BOOK)
+    assert len(chapters) == len(list(BOOK.glob("*/*.ipynb"))), "every chapter is an nbgrader source"
+    kinds_seen, letters = {}, []
+    for name, path in chapters.items():
+        nb = nbformat.read(path, as_version=4)
+        titles = re.findall(r":::\{exercise\}[^\n]*\((implement|experiment|open question), about (\d+) minutes, "
+                            r"(\d+) points?\)", "\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))
+        kinds = [t[0] for t in titles]
+        assert len(titles) >= 3 and {"implement", "experiment", "open question"} <= set(kinds), (name, kinds)
+        kinds_seen[name] = kinds
+        manual = [c for c in cw.exercise_cells(nb) if c.cell_type == "markdown"]
+        assert manual and all("Rubric" in c.source for c in manual), f"{name}: a manual answer without a rubric"
+        hidden = [c for c in cw.exercise_cells(nb) if c.metadata.get("medtut", {}).get("hidden_tests")]
+        assert hidden, f"{name}: no hidden tests"
+        letters += re.findall(r"check_choice\(\s*\w+\s*,\s*\"([a-dA-D])\"",
+                              "\n".join(c.metadata.get("medtut", {}).get("hidden_tests", "") for c in nb.cells))
+    assert len({letter.lower() for letter in letters}) >= min(3, len(letters)), f"choice answers {letters}"
