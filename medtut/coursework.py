@@ -195,8 +195,8 @@ def _flatten_outputs(outputs) -> dict:
     """nbval's view of a cell's outputs: {stream name or MIME type or field: [values in order]}."""
     flat: dict = {}
     for out in outputs:
-        if out.get("output_type") == "stream":
-            flat.setdefault(out["name"], []).append(out["text"])
+        if out.get("output_type") == "stream":   # a stream's text, however the kernel chunked it
+            flat[out["name"]] = [flat.get(out["name"], [""])[0] + out["text"]]
             continue
         for key, value in out.items():
             if key == "data":

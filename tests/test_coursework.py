@@ -177,3 +177,9 @@ def test_every_chapter_is_a_course_with_three_graded_exercises():
         letters += re.findall(r"check_choice\(\s*\w+\s*,\s*\"([a-dA-D])\"",
                               "\n".join(c.metadata.get("medtut", {}).get("hidden_tests", "") for c in nb.cells))
     assert len({letter.lower() for letter in letters}) >= min(3, len(letters)), f"choice answers {letters}"
+
+
+def test_stream_chunks_compare_as_one_text():
+    chunk = lambda text: nbformat.v4.new_output("stream", name="stdout", text=text)
+    assert cw._flatten_outputs([chunk("a\n"), chunk("b\n")]) == cw._flatten_outputs([chunk("a\nb\n")])
+    assert cw._flatten_outputs([chunk("a\n")]) != cw._flatten_outputs([chunk("b\n")])
