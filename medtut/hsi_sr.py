@@ -9,7 +9,9 @@ Reads top-down like the method (Li, Dai, Konukoglu, Van Gool, WACV 2022, arXiv:2
 2. **Band groups and the shared network** (:func:`band_groups`, :func:`merge_groups`, :class:`GroupNet`,
    :class:`DeepShare`): the 31 bands are cut into overlapping groups of 8; one group sub-network (8 bands
    in, x4, 8 out) serves every group and also the RGB task, whose images are expanded to 8 pseudo-bands;
-   each task has its own trunk.
+   each task has its own trunk. For the paper's motivating failure (a network that learns which spectra
+   exist and bends unseen ones), ``Config(residual=False)`` drops our global residual ``x_up + ...`` (SSPSR's
+   trunk), and :class:`PlainSR` (``Config(arch="plain")``) is a plain residual CNN on ``x_up`` without groups.
 3. **Losses** (:func:`hybrid_loss`, :func:`semi_supervised_loss`): L1 + spatial and spectral gradient
    penalties; for LR-only HSIs, "super-resolve then project to RGB" must agree with "project to RGB, then
    super-resolve with the RGB branch".
@@ -281,21 +283,39 @@ class Trunk(nn.Module):
 
     The global residual ``x_up +`` and the zero-initialised final convolution are ours (SSPSR has only the
     skip convolution): the untrained network is exactly bicubic upsampling, where a network of this size
-    trained for a few minutes would otherwise spend its budget learning to reproduce it.
+    trained for a few minutes would otherwise spend its budget learning to reproduce it. ``residual=False``
+    gives SSPSR's trunk, ``final(SSPN(conv(z)) + skip(x_up))`` with PyTorch's default initialisation.
     """
 
-    def __init__(self, C: int, feats: int = 32, blocks: int = 1, res_scale: float = 0.1):
+    def __init__(self, C: int, feats: int = 32, blocks: int = 1, res_scale: float = 0.1, residual: bool = True):
         _check_net_sizes(C=C, feats=feats, blocks=blocks, res_scale=res_scale)
+        residual = _check_bool("residual", residual)
         super().__init__()
+        self.residual = residual
         self.head = nn.Conv2d(C, feats, 3, padding=1)
         self.body = _sspn(feats, blocks, res_scale)
         self.skip = nn.Conv2d(C, feats, 3, padding=1)
         self.final = nn.Conv2d(feats, C, 3, padding=1)
-        nn.init.zeros_(self.final.weight)   # an untrained network returns x_up exactly (bicubic)
-        nn.init.zeros_(self.final.bias)
+        if self.residual:
+            nn.init.zeros_(self.final.weight)   # an untrained network returns x_up exactly (bicubic)
+            nn.init.zeros_(self.final.bias)
 
     def forward(self, z, x_up):
-        return x_up + self.final(self.body(self.head(z)) + self.skip(x_up))
+        out = self.final(self.body(self.head(z)) + self.skip(x_up))
+        return x_up + out if self.residual else out
+
+
+def _check_pair_input(x, x_up, C: int, w: torch.Tensor) -> None:
+    """x (B, C, h, w) and x_up (B, C, 4h, 4w), real, finite, with the dtype and device of the weight ``w``."""
+    _check_bchw(x, "x", C)
+    _check_bchw(x_up, "x_up", C)
+    for name, t in (("x", x), ("x_up", x_up)):
+        if t.dtype != w.dtype or t.device != w.device:
+            raise ValueError(f"{name} must be {w.dtype} on {w.device} like the model's weights; got {t.dtype} on "
+                             f"{t.device} (use .to(model_device, torch.float32) or model.to(...))")
+    if tuple(x_up.shape[-2:]) != (4 * x.shape[-2], 4 * x.shape[-1]) or x_up.shape[0] != x.shape[0]:
+        raise ValueError(f"x_up must be (B, C, 4h, 4w) for x (B, C, h, w); got {tuple(x_up.shape)} "
+                         f"for {tuple(x.shape)}")
 
 
 class DeepShare(nn.Module):
@@ -306,7 +326,7 @@ class DeepShare(nn.Module):
     """
 
     def __init__(self, C: int = 31, group_size: int = 8, overlap: int = 2, feats: int = 32, blocks: int = 1,
-                 res_scale: float = 0.1, factor: int = 4):
+                 res_scale: float = 0.1, factor: int = 4, residual: bool = True):
         if _check_int("factor", factor, 1) != 4:
             raise ValueError(f"factor must be 4 (the network upsamples by 2 x 2); got factor={factor!r}")
         _check_net_sizes(C=C, group_size=group_size, feats=feats, blocks=blocks, res_scale=res_scale)
@@ -314,20 +334,11 @@ class DeepShare(nn.Module):
         super().__init__()
         self.C, self.groups, self.group_size = C, band_groups(C, group_size, overlap), group_size
         self.group_net = GroupNet(group_size, feats, blocks, res_scale)
-        self.hsi_trunk = Trunk(C, feats, blocks, res_scale)
-        self.rgb_trunk = Trunk(group_size, feats, blocks, res_scale)
+        self.hsi_trunk = Trunk(C, feats, blocks, res_scale, residual)
+        self.rgb_trunk = Trunk(group_size, feats, blocks, res_scale, residual)
 
     def _check(self, x, x_up, C):
-        _check_bchw(x, "x", C)
-        _check_bchw(x_up, "x_up", C)
-        w = self.hsi_trunk.final.weight
-        for name, t in (("x", x), ("x_up", x_up)):
-            if t.dtype != w.dtype or t.device != w.device:
-                raise ValueError(f"{name} must be {w.dtype} on {w.device} like the model's weights; got {t.dtype} on "
-                                 f"{t.device} (use .to(model_device, torch.float32) or model.to(...))")
-        if tuple(x_up.shape[-2:]) != (4 * x.shape[-2], 4 * x.shape[-1]) or x_up.shape[0] != x.shape[0]:
-            raise ValueError(f"x_up must be (B, C, 4h, 4w) for x (B, C, h, w); got {tuple(x_up.shape)} "
-                             f"for {tuple(x.shape)}")
+        _check_pair_input(x, x_up, C, self.hsi_trunk.final.weight)
 
     def forward(self, x, x_up):
         self._check(x, x_up, self.C)
@@ -337,6 +348,37 @@ class DeepShare(nn.Module):
     def forward_rgb(self, x8, x8_up):
         self._check(x8, x8_up, self.group_size)
         return self.rgb_trunk(self.group_net(x8), x8_up)
+
+
+class PlainSR(nn.Module):
+    """The "plain SR" network of the paper's motivation: a residual CNN on the bicubic upsampling, with no
+    band groups and no auxiliary task, in which every 3x3 convolution mixes all C bands (so it can learn
+    which spectra exist).
+
+    ``model(x, x_up)``: x (B, C, h, w) (checked, not used), x_up (B, C, 4h, 4w) -> (B, C, 4h, 4w) =
+    ``x_up + tail(blocks(head(x_up)))`` (``residual=True``) or ``tail(blocks(head(x_up)))``. head: conv
+    C -> F and ReLU; ``blocks`` residual blocks (3x3 conv, ReLU, 3x3 conv, identity added); tail: conv F -> C.
+    PyTorch's default initialisation everywhere, so even with the residual the untrained network is not
+    exactly bicubic.
+    """
+
+    def __init__(self, C: int = 31, feats: int = 32, blocks: int = 3, residual: bool = True):
+        _check_net_sizes(C=C, feats=feats, blocks=blocks, res_scale=1.0)
+        residual = _check_bool("residual", residual)
+        super().__init__()
+        self.C, self.residual = C, residual
+        self.head = nn.Sequential(nn.Conv2d(C, feats, 3, padding=1), nn.ReLU(inplace=True))
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(feats, feats, 3, padding=1), nn.ReLU(inplace=True),
+                                                   nn.Conv2d(feats, feats, 3, padding=1)) for _ in range(blocks)])
+        self.tail = nn.Conv2d(feats, C, 3, padding=1)
+
+    def forward(self, x, x_up):
+        _check_pair_input(x, x_up, self.C, self.tail.weight)
+        h = self.head(x_up)
+        for block in self.blocks:
+            h = h + block(h)
+        out = self.tail(h)
+        return x_up + out if self.residual else out
 
 
 def rgb_to_8(rgb: torch.Tensor) -> torch.Tensor:
@@ -412,6 +454,9 @@ def semi_supervised_loss(model: DeepShare, x: torch.Tensor, x_up: torch.Tensor,
 # 4. Training
 # ---------------------------------------------------------------------------------------------------
 
+ARCHS = ("deepshare", "plain")
+
+
 @dataclass
 class Config:
     """Settings of one training run. Paper values in comments; defaults are the book's CPU scale."""
@@ -431,6 +476,8 @@ class Config:
     semi: bool = False               # consistency steps on LR-only HSIs
     semi_steps: int = 1              # unlabelled batches per labelled batch (paper: 3)
     semi_fraction: float = 0.5       # used during the first half of training only
+    arch: str = "deepshare"          # "deepshare" (the paper's network) or "plain" (PlainSR: the motivating failure)
+    residual: bool = True            # ours: output = x_up + network; False: the network alone (SSPSR, plain CNN)
 
     def __post_init__(self):
         for name in ("num_steps", "batch_size", "crop", "feats", "blocks", "group_size", "rgb_steps", "semi_steps"):
@@ -445,15 +492,23 @@ class Config:
                              f"got {self.crop}")
         _check_float("Config.lr", self.lr, 0.0, strict=True)
         _check_float("Config.res_scale", self.res_scale)
-        for name in ("mixup", "rgb", "semi"):
+        for name in ("mixup", "rgb", "semi", "residual"):
             _check_bool(f"Config.{name}", getattr(self, name))
+        if not isinstance(self.arch, str) or self.arch not in ARCHS:
+            raise ValueError(f"Config.arch must be one of {ARCHS}; got {self.arch!r}")
+        if self.arch == "plain" and (self.rgb or self.semi):
+            raise ValueError("Config.arch='plain' has no shared group sub-network, so rgb and semi must be False; "
+                             f"got rgb={self.rgb}, semi={self.semi} (use arch='deepshare')")
         _check_float("Config.semi_fraction", self.semi_fraction, 0.0)
         if not 0 <= self.semi_fraction <= 1:
             raise ValueError(f"semi_fraction must be in [0, 1]; got {self.semi_fraction}")
 
     @property
     def name(self) -> str:
-        parts = ["baseline"] + [p for p, on in (("RGB", self.rgb), ("semi", self.semi), ("mixup", self.mixup)) if on]
+        first = "baseline" if self.arch == "deepshare" else "plain SR"
+        if not self.residual:
+            first += " (no x_up residual)"
+        parts = [first] + [p for p, on in (("RGB", self.rgb), ("semi", self.semi), ("mixup", self.mixup)) if on]
         return " + ".join(parts)
 
 
@@ -554,24 +609,28 @@ class CropSampler:
 
 
 def build_model(config: Config = Config(), C: int = 31, seed: int = 0,
-                device: torch.device | str | None = None) -> DeepShare:
-    """A :class:`DeepShare` network with weights drawn from ``seed`` (global RNG untouched)."""
+                device: torch.device | str | None = None) -> DeepShare | PlainSR:
+    """The network ``config.arch`` names (:class:`DeepShare` or :class:`PlainSR`, with ``config.feats``,
+    ``config.blocks`` and ``config.residual``), weights drawn from ``seed`` (global RNG untouched)."""
     _check_config(config)
-    _check_int("C", C, config.group_size)
+    _check_int("C", C, config.group_size if config.arch == "deepshare" else 1)
     _check_int("seed", seed, 0)
     device = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DeepShare(C, config.group_size, config.overlap, config.feats, config.blocks, config.res_scale,
-                          config.factor)
+        if config.arch == "plain":
+            model = PlainSR(C, config.feats, config.blocks, config.residual)
+        else:
+            model = DeepShare(C, config.group_size, config.overlap, config.feats, config.blocks, config.res_scale,
+                              config.factor, config.residual)
     return model.to(device)
 
 
 def train(train_y: torch.Tensor, config: Config = Config(), *, rgb_images: torch.Tensor | None = None,
           unlabelled_y: torch.Tensor | None = None, seed: int = 0, device: torch.device | str | None = None,
-          progress: bool = True, desc: str | None = None) -> tuple[DeepShare, TrainResult]:
-    """Train DeepShare with the official alternation, one Adam step per task term, through
-    :func:`medtut.train.fit`.
+          progress: bool = True, desc: str | None = None) -> tuple[DeepShare | PlainSR, TrainResult]:
+    """Train DeepShare (or, with ``config.arch = "plain"``, :class:`PlainSR`) with the official alternation,
+    one Adam step per task term, through :func:`medtut.train.fit`.
 
     train_y: (N, C, H, W) labelled HR HSIs in [0, 1] (LR/x_up are made by the x4 degradation).
     rgb_images: (M, 3, H, W) linear RGB for the auxiliary task (needed if ``config.rgb``).
@@ -587,7 +646,7 @@ def train(train_y: torch.Tensor, config: Config = Config(), *, rgb_images: torch
     _check_config(config)
     _check_bchw(train_y, "train_y")
     _check_unit_range(train_y, "train_y")
-    if train_y.shape[1] < config.group_size:
+    if config.arch == "deepshare" and train_y.shape[1] < config.group_size:
         raise ValueError(f"train_y must have at least group_size={config.group_size} bands; got {train_y.shape[1]}")
     if config.rgb:
         if rgb_images is None:
@@ -717,7 +776,7 @@ METRICS = {"MPSNR": mpsnr, "SAM": sam, "ERGAS": ergas}
 
 
 @torch.no_grad()
-def super_resolve(model: DeepShare | None, y: torch.Tensor, factor: int = 4, batch_size: int = 8,
+def super_resolve(model: DeepShare | PlainSR | None, y: torch.Tensor, factor: int = 4, batch_size: int = 8,
                   device: torch.device | str | None = None) -> torch.Tensor:
     """SR of the x4-degraded ``y`` (N, C, H, W) -> (N, C, H, W) on the CPU; ``model=None`` gives bicubic.
 
@@ -726,10 +785,10 @@ def super_resolve(model: DeepShare | None, y: torch.Tensor, factor: int = 4, bat
     _check_int("factor", factor, 1)
     _check_int("batch_size", batch_size, 1)
     if model is not None:
-        if not isinstance(model, DeepShare):
-            raise ValueError(f"model must be None (bicubic) or a DeepShare network; got {type(model).__name__}")
+        if not isinstance(model, (DeepShare, PlainSR)):
+            raise ValueError(f"model must be None (bicubic), a DeepShare or a PlainSR network; got {type(model).__name__}")
         if factor != 4:
-            raise ValueError(f"factor must be 4 for a DeepShare model (it upsamples x4); got {factor}")
+            raise ValueError(f"factor must be 4 for a {type(model).__name__} model (trained for x4); got {factor}")
         if y.shape[1] != model.C:
             raise ValueError(f"y must have the model's {model.C} bands; got {y.shape[1]} (shape {tuple(y.shape)})")
         device = resolve_device(device) if device is not None else next(model.parameters()).device
@@ -744,7 +803,7 @@ def super_resolve(model: DeepShare | None, y: torch.Tensor, factor: int = 4, bat
     return out
 
 
-def evaluate(model: DeepShare | None, y: torch.Tensor, factor: int = 4) -> dict[str, np.ndarray]:
+def evaluate(model: DeepShare | PlainSR | None, y: torch.Tensor, factor: int = 4) -> dict[str, np.ndarray]:
     """Per-image MPSNR / SAM / ERGAS of the model (or bicubic, ``model=None``) on test images ``y``
     (N, C, H, W). Returns ``{metric: (N,) array}``; average them for a table."""
     pred = super_resolve(model, y, factor)
@@ -753,6 +812,6 @@ def evaluate(model: DeepShare | None, y: torch.Tensor, factor: int = 4) -> dict[
 
 
 __all__ = ["mixup_matrix", "spectral_mixup", "band_groups", "split_groups", "merge_groups", "ChannelAttention",
-           "SpatialSpectralBlock", "GroupNet", "Trunk", "DeepShare", "rgb_to_8", "project", "hybrid_loss",
+           "SpatialSpectralBlock", "GroupNet", "Trunk", "DeepShare", "PlainSR", "ARCHS", "rgb_to_8", "project", "hybrid_loss",
            "semi_supervised_loss", "Config", "optimizer_steps", "iterations_for", "TrainResult", "CropSampler",
            "build_model", "train", "mpsnr", "sam", "ergas", "METRICS", "super_resolve", "evaluate"]

@@ -246,3 +246,70 @@ def test_train_bad_input():
         hs.Config(num_steps=0)
     with pytest.raises(ValueError, match="smaller than the crop"):
         hs.train(y[..., :16, :16], hs.Config(num_steps=1, crop=32), device="cpu", progress=False)
+
+
+# --- the motivating failure: a plain SR network, and DeepShare without its global residual ----------------
+
+def test_plain_sr_shapes_residual_and_determinism():
+    x = _rand(2, 31, 6, 5)
+    x_up = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic")
+    cfg = hs.Config(arch="plain", feats=8, blocks=2)
+    model = hs.build_model(cfg, seed=0, device="cpu")
+    assert isinstance(model, hs.PlainSR) and model(x, x_up).shape == (2, 31, 24, 20)
+    assert len(model.blocks) == 2 and model.residual
+    other = hs.build_model(cfg, seed=0, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
+    # same weights with and without the residual: the outputs differ by exactly x_up
+    bare = hs.build_model(hs.Config(arch="plain", feats=8, blocks=2, residual=False), seed=0, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), bare.parameters()))
+    with torch.no_grad():
+        assert torch.allclose(model(x, x_up) - bare(x, x_up), x_up, atol=1e-6)
+    # every 3x3 convolution of the plain network sees all 31 bands (no band groups)
+    assert model.head[0].in_channels == 31 and model.tail.out_channels == 31
+    with pytest.raises(ValueError, match="x_up must be"):
+        model(x, x)
+    assert cfg.name == "plain SR" and hs.Config(arch="plain", mixup=True, residual=False).name == \
+        "plain SR (no x_up residual) + mixup"
+
+
+def test_deepshare_without_residual_is_not_bicubic_at_start():
+    y = make_scenes(2, "train", size=32, seed=0)
+    with_res = hs.build_model(hs.Config(feats=8), seed=0, device="cpu")
+    without = hs.build_model(hs.Config(feats=8, residual=False), seed=0, device="cpu")
+    assert not without.hsi_trunk.residual and with_res.hsi_trunk.residual
+    # the residual network starts exactly at bicubic; without the residual it starts elsewhere
+    assert np.allclose(hs.evaluate(with_res, y)["MPSNR"], hs.evaluate(None, y)["MPSNR"])
+    assert not np.allclose(hs.evaluate(without, y)["MPSNR"], hs.evaluate(None, y)["MPSNR"])
+    # the option changes only the final layer's initialisation: every other weight is identical
+    same = [torch.equal(a, b) for (n, a), (_, b) in zip(with_res.named_parameters(), without.named_parameters())
+            if not n.startswith(("hsi_trunk.final", "rgb_trunk.final"))]
+    assert all(same) and len(same) > 10
+
+
+def test_train_plain_sr_with_mixup_is_paired_and_learns():
+    y = make_scenes(2, "train", size=32, seed=0)
+    cfg = hs.Config(arch="plain", num_steps=40, batch_size=4, crop=16, feats=8, blocks=2)
+    model, res = hs.train(y, cfg, seed=0, device="cpu", progress=False)
+    assert isinstance(model, hs.PlainSR) and res.optimizer_steps == 40 and res.images_seen["labelled"] == 160
+    losses = res.history["loss"]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])          # it learns
+    mixed, res_m = hs.train(y, hs.Config(**{**cfg.__dict__, "mixup": True}), seed=0, device="cpu", progress=False)
+    assert res_m.optimizer_steps == 80 and res_m.images_seen == {"labelled": 160, "mixup": 160, "rgb": 0, "unlabelled": 0}
+    again, _ = hs.train(y, hs.Config(**{**cfg.__dict__, "mixup": True}), seed=0, device="cpu", progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(mixed.parameters(), again.parameters()))
+    assert hs.super_resolve(mixed, y).shape == y.shape
+
+
+def test_plain_sr_bad_input():
+    with pytest.raises(ValueError, match="Config.arch must be one of"):
+        hs.Config(arch="unet")
+    with pytest.raises(ValueError, match="rgb and semi must be False"):
+        hs.Config(arch="plain", rgb=True)
+    with pytest.raises(ValueError, match="Config.residual must be True or False"):
+        hs.Config(residual=1)
+    with pytest.raises(ValueError, match="blocks must be an int >= 1"):
+        hs.PlainSR(blocks=0)
+    with pytest.raises(ValueError, match="residual must be True or False"):
+        hs.PlainSR(residual="yes")
+    with pytest.raises(ValueError, match="model must be a DeepShare"):
+        hs.semi_supervised_loss(hs.PlainSR(feats=4, blocks=1), _rand(1, 31, 4, 4), _rand(1, 31, 16, 16))

@@ -30,6 +30,15 @@ def model():
     return _MODEL[0]
 
 
+_PLAIN = []
+
+
+def plain():
+    if not _PLAIN:
+        _PLAIN.append(hs.build_model(hs.Config(arch="plain", feats=4, blocks=1), seed=0, device="cpu"))
+    return _PLAIN[0]
+
+
 def nan_at(t, index=0):
     t = t.clone()
     t.view(-1)[index] = NAN
@@ -114,6 +123,16 @@ CASES = {
     "DeepShare: C < group size": (lambda: hs.DeepShare(C=6), "C must be >= size=8; got C=6"),
     "DeepShare: overlap too large": (lambda: hs.DeepShare(overlap=8), "0 <= overlap < size"),
     "DeepShare: group_size 0": (lambda: hs.DeepShare(group_size=0), "group_size must be an int >= 1; got 0"),
+    "DeepShare: residual None": (lambda: hs.DeepShare(residual=None), "residual must be True or False; got NoneType"),
+    "Trunk: residual 'no'": (lambda: hs.Trunk(31, residual="no"), "residual must be True or False; got str 'no'"),
+    "PlainSR: C 0": (lambda: hs.PlainSR(C=0), "C must be an int >= 1; got 0"),
+    "PlainSR: feats 2.5": (lambda: hs.PlainSR(feats=2.5), "feats must be an int >= 1; got float 2.5"),
+    "PlainSR: blocks 0": (lambda: hs.PlainSR(blocks=0), "blocks must be an int >= 1; got 0"),
+    "PlainSR: residual 1": (lambda: hs.PlainSR(residual=1), "residual must be True or False; got int 1"),
+    "PlainSR forward: 30 bands": (lambda: plain()(X[:, :30], hsd.upsample(X[:, :30])), "x must have 31 channels; got 30"),
+    "PlainSR forward: x_up not 4x": (lambda: plain()(X, Y[..., :8, :8]), r"x_up must be \(B, C, 4h, 4w\)"),
+    "PlainSR forward: float64": (lambda: plain()(X.double(), Y.double()), "x must be torch.float32"),
+    "PlainSR forward: NaN": (lambda: plain()(X, nan_at(Y)), "x_up contains NaN or inf"),
     "forward: x_up not 4x": (lambda: model()(X, X), r"x_up must be \(B, C, 4h, 4w\)"),
     "forward: batches differ": (lambda: model()(X, Y[:1]), r"x_up must be \(B, C, 4h, 4w\)"),
     "forward: 30 bands": (lambda: model()(X[:, :30], Y[:, :30]), "x must have 31 channels; got 30"),
@@ -160,6 +179,11 @@ CASES = {
     "Config: semi_fraction 1.5": (lambda: hs.Config(semi_fraction=1.5), r"semi_fraction must be in \[0, 1\]; got 1.5"),
     "Config: semi_fraction NaN": (lambda: hs.Config(semi_fraction=NAN), "Config.semi_fraction must be a finite number"),
     "Config: res_scale inf": (lambda: hs.Config(res_scale=float("inf")), "Config.res_scale must be a finite number"),
+    "Config: arch 'unet'": (lambda: hs.Config(arch="unet"), "Config.arch must be one of .'deepshare', 'plain'.; got 'unet'"),
+    "Config: arch None": (lambda: hs.Config(arch=None), "Config.arch must be one of .*; got None"),
+    "Config: plain with rgb": (lambda: hs.Config(arch="plain", rgb=True), "arch='plain' .* rgb and semi must be False"),
+    "Config: plain with semi": (lambda: hs.Config(arch="plain", semi=True), "arch='plain' .* rgb and semi must be False"),
+    "Config: residual 'yes'": (lambda: hs.Config(residual="yes"), "Config.residual must be True or False; got str 'yes'"),
     "optimizer_steps: dict config": (lambda: hs.optimizer_steps({"num_steps": 3}), "config must be a medtut.hsi_sr.Config; got dict"),
     "optimizer_steps: num_steps 0": (lambda: hs.optimizer_steps(CFG, 0), "num_steps must be an int >= 1; got 0"),
     "optimizer_steps: num_steps 2.5": (lambda: hs.optimizer_steps(CFG, 2.5), "num_steps must be an int >= 1; got float"),
@@ -219,10 +243,13 @@ CASES = {
     "ergas: zero-mean band": (lambda: hs.ergas(torch.ones(2, 2, 2), torch.zeros(2, 2, 2)), "zero mean"),
     "super_resolve: batch_size 0": (lambda: hs.super_resolve(model(), Y, batch_size=0), "batch_size must be an int >= 1; got 0"),
     "super_resolve: factor 2 with model": (lambda: hs.super_resolve(model(), Y, factor=2), "factor must be 4 for a DeepShare"),
+    "super_resolve: factor 2 with PlainSR": (lambda: hs.super_resolve(plain(), Y, factor=2), "factor must be 4 for a PlainSR"),
+    "super_resolve: PlainSR 30 bands": (lambda: hs.super_resolve(plain(), Y[:, :30]), "y must have the model's 31 bands; got 30"),
+    "semi_loss: PlainSR": (lambda: hs.semi_supervised_loss(plain(), X, Y), "model must be a DeepShare"),
     "super_resolve: factor 0": (lambda: hs.super_resolve(None, Y, factor=0), "factor must be an int >= 1; got 0"),
     "super_resolve: device gpu": (lambda: hs.super_resolve(model(), Y, device="gpu"), "device 'gpu' is not a torch device name"),
     "super_resolve: device cuda": (lambda: hs.super_resolve(model(), Y, device="cuda"), "torch sees no CUDA device"),
-    "super_resolve: not a model": (lambda: hs.super_resolve("model", Y), "model must be None .bicubic. or a DeepShare"),
+    "super_resolve: not a model": (lambda: hs.super_resolve("model", Y), "model must be None .bicubic., a DeepShare or a PlainSR"),
     "super_resolve: 30 bands": (lambda: hs.super_resolve(model(), Y[:, :30]), "y must have the model's 31 bands; got 30"),
     "super_resolve: NaN": (lambda: hs.super_resolve(None, nan_at(Y)), "y contains NaN or inf"),
     "super_resolve: H not divisible": (lambda: hs.super_resolve(None, Y[..., :14, :14]), "divisible by factor=4"),
@@ -315,6 +342,7 @@ def test_valid_input_still_works():
     assert hs.iterations_for(hs.Config(mixup=True), np.int64(100)) == 50
     assert hs.optimizer_steps(hs.Config(semi=True, semi_fraction=0.5), 7) == 7 + 4   # t / 7 < 0.5 for t = 0..3
     assert hs.super_resolve(model(), Y, batch_size=1, device="cpu").shape == Y.shape
+    assert hs.super_resolve(plain(), Y, batch_size=1, device="cpu").shape == Y.shape
     assert hs.mpsnr(Y[0], Y[0] * 0.9, data_range=np.float32(1.0)) > 0
     assert hsd.downsample(Y, np.int64(2)).shape == (2, 31, 8, 8)
 
