@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -248,8 +249,6 @@ def check_chapter(course_dir: Path, book_dir: Path, name: str) -> dict:
     cells whose outputs differ from the book's (the nbval-lax comparison, on the solutions run), and the
     instructor answers visible in the release.
     """
-    import time
-
     from nbgrader.api import Gradebook
 
     course_dir, book_dir = Path(course_dir), Path(book_dir)

@@ -298,18 +298,3 @@ def test_train_plain_sr_with_mixup_is_paired_and_learns():
     again, _ = hs.train(y, hs.Config(**{**cfg.__dict__, "mixup": True}), seed=0, device="cpu", progress=False)
     assert all(torch.equal(a, b) for a, b in zip(mixed.parameters(), again.parameters()))
     assert hs.super_resolve(mixed, y).shape == y.shape
-
-
-def test_plain_sr_bad_input():
-    with pytest.raises(ValueError, match="Config.arch must be one of"):
-        hs.Config(arch="unet")
-    with pytest.raises(ValueError, match="rgb and semi must be False"):
-        hs.Config(arch="plain", rgb=True)
-    with pytest.raises(ValueError, match="Config.residual must be True or False"):
-        hs.Config(residual=1)
-    with pytest.raises(ValueError, match="blocks must be an int >= 1"):
-        hs.PlainSR(blocks=0)
-    with pytest.raises(ValueError, match="residual must be True or False"):
-        hs.PlainSR(residual="yes")
-    with pytest.raises(ValueError, match="model must be a DeepShare"):
-        hs.semi_supervised_loss(hs.PlainSR(feats=4, blocks=1), _rand(1, 31, 4, 4), _rand(1, 31, 16, 16))

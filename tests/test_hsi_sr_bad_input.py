@@ -157,6 +157,7 @@ CASES = {
     "hybrid_loss: negative weight": (lambda: hs.hybrid_loss(Y, Y, spatial_weight=-1e-3), "spatial_weight must be a finite number >= 0"),
     "hybrid_loss: NaN weight": (lambda: hs.hybrid_loss(Y, Y, spectral_weight=NAN), "spectral_weight must be a finite number >= 0"),
     "semi_loss: not a DeepShare": (lambda: hs.semi_supervised_loss(torch.nn.Identity(), X, Y), "model must be a DeepShare"),
+    "semi_loss: a PlainSR": (lambda: hs.semi_supervised_loss(plain(), X, Y), "model must be a DeepShare"),
     "semi_loss: 30 bands": (lambda: hs.semi_supervised_loss(model(), X[:, :30], Y[:, :30]), "x must have 31 channels"),
     "semi_loss: P 31x3": (lambda: hs.semi_supervised_loss(model(), X, Y, P=torch.zeros(31, 3)), r"P must be a \(31, 8\) tensor"),
     "semi_loss: x_up wrong size": (lambda: hs.semi_supervised_loss(model(), X, X), r"x_up must be \(B, C, 4h, 4w\)"),
