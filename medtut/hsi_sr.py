@@ -357,9 +357,10 @@ class PlainSR(nn.Module):
 
     ``model(x, x_up)``: x (B, C, h, w) (checked, not used), x_up (B, C, 4h, 4w) -> (B, C, 4h, 4w) =
     ``x_up + tail(blocks(head(x_up)))`` (``residual=True``) or ``tail(blocks(head(x_up)))``. head: conv
-    C -> F and ReLU; ``blocks`` residual blocks (3x3 conv, ReLU, 3x3 conv, identity added); tail: conv F -> C.
-    PyTorch's default initialisation everywhere, so even with the residual the untrained network is not
-    exactly bicubic.
+    C -> F with no activation (as in EDSR: a ReLU there can die for good early in training at lr 1e-3, and
+    then no signal reaches the tail, so the network stays at bicubic); ``blocks`` residual blocks (3x3 conv,
+    ReLU, 3x3 conv, identity added); tail: conv F -> C. PyTorch's default initialisation everywhere, so even
+    with the residual the untrained network is not exactly bicubic.
     """
 
     def __init__(self, C: int = 31, feats: int = 32, blocks: int = 3, residual: bool = True):
@@ -367,7 +368,7 @@ class PlainSR(nn.Module):
         residual = _check_bool("residual", residual)
         super().__init__()
         self.C, self.residual = C, residual
-        self.head = nn.Sequential(nn.Conv2d(C, feats, 3, padding=1), nn.ReLU(inplace=True))
+        self.head = nn.Conv2d(C, feats, 3, padding=1)
         self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(feats, feats, 3, padding=1), nn.ReLU(inplace=True),
                                                    nn.Conv2d(feats, feats, 3, padding=1)) for _ in range(blocks)])
         self.tail = nn.Conv2d(feats, C, 3, padding=1)

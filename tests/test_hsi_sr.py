@@ -265,7 +265,7 @@ def test_plain_sr_shapes_residual_and_determinism():
     with torch.no_grad():
         assert torch.allclose(model(x, x_up) - bare(x, x_up), x_up, atol=1e-6)
     # every 3x3 convolution of the plain network sees all 31 bands (no band groups)
-    assert model.head[0].in_channels == 31 and model.tail.out_channels == 31
+    assert isinstance(model.head, torch.nn.Conv2d) and model.head.in_channels == 31 and model.tail.out_channels == 31
     with pytest.raises(ValueError, match="x_up must be"):
         model(x, x)
     assert cfg.name == "plain SR" and hs.Config(arch="plain", mixup=True, residual=False).name == \
