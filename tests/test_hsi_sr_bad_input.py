@@ -246,7 +246,6 @@ CASES = {
     "super_resolve: factor 2 with model": (lambda: hs.super_resolve(model(), Y, factor=2), "factor must be 4 for a DeepShare"),
     "super_resolve: factor 2 with PlainSR": (lambda: hs.super_resolve(plain(), Y, factor=2), "factor must be 4 for a PlainSR"),
     "super_resolve: PlainSR 30 bands": (lambda: hs.super_resolve(plain(), Y[:, :30]), "y must have the model's 31 bands; got 30"),
-    "semi_loss: PlainSR": (lambda: hs.semi_supervised_loss(plain(), X, Y), "model must be a DeepShare"),
     "super_resolve: factor 0": (lambda: hs.super_resolve(None, Y, factor=0), "factor must be an int >= 1; got 0"),
     "super_resolve: device gpu": (lambda: hs.super_resolve(model(), Y, device="gpu"), "device 'gpu' is not a torch device name"),
     "super_resolve: device cuda": (lambda: hs.super_resolve(model(), Y, device="cuda"), "torch sees no CUDA device"),
